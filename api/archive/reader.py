@@ -1,0 +1,361 @@
+"""Read and verify an archive in one pass, member by member, never with extractall.
+
+Every member name is checked before its bytes are used; only regular files and directories are
+accepted; every byte is hashed; the whole file's SHA-256 is compared with what the catalog or the
+sidecar recorded. A caller may stage members to a private folder while they are read: nothing is
+applied anywhere until `read_archive` has returned without raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import shutil
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, cast
+
+import zstandard
+from pydantic import ValidationError
+
+from api.archive.manifest import (
+    DATABASE_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    UPLOADS_PREFIX,
+    Manifest,
+    MemberDigest,
+    check_v1,
+    parse_manifest,
+    seed_app_version,
+    seed_checksums,
+)
+from api.archive.paths import clean_member_name
+from api.archive.streams import CHUNK, HashingReader, decompressor, detect_compression
+from api.config import Compression
+from api.errors import ArchiveError
+
+Stage = Callable[[str], BinaryIO | None]
+
+
+@dataclass
+class VerifiedArchive:
+    path: Path
+    layout: Literal["v1", "seed"]
+    compression: Compression
+    sha256: str
+    size: int
+    raw_manifest: dict[str, Any]
+    manifest: Manifest | None
+    members: dict[str, MemberDigest]
+    checksum_source: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def app_version(self) -> str | None:
+        if self.manifest is not None:
+            return self.manifest.app_version
+        return seed_app_version(self.raw_manifest)
+
+    @property
+    def name(self) -> str:
+        if self.manifest is not None:
+            return self.manifest.name
+        return archive_stem(self.path)
+
+    def upload_files(self) -> list[MemberDigest]:
+        return [m for m in self.members.values() if m.kind == "file" and _is_upload(m.name)]
+
+    def upload_dirs(self) -> list[MemberDigest]:
+        return [m for m in self.members.values() if m.kind == "dir" and _is_upload(m.name)]
+
+
+def _is_upload(name: str) -> bool:
+    return name == UPLOADS_PREFIX or name.startswith(UPLOADS_PREFIX + "/")
+
+
+def archive_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".tar.gz", ".tgz", ".tar.zst"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _mtime_ns(info: tarfile.TarInfo) -> int:
+    exact = info.pax_headers.get("mtime")
+    if exact is not None:
+        with contextlib.suppress(InvalidOperation):
+            return int(Decimal(exact) * 1_000_000_000)
+    return int(info.mtime) * 1_000_000_000
+
+
+def _kind(info: tarfile.TarInfo, name: str) -> str:
+    if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not info.issparse():
+        return "file"
+    if info.isdir():
+        return "dir"
+    what = {
+        tarfile.SYMTYPE: "a symbolic link",
+        tarfile.LNKTYPE: "a hard link",
+        tarfile.CHRTYPE: "a character device",
+        tarfile.BLKTYPE: "a block device",
+        tarfile.FIFOTYPE: "a FIFO",
+    }.get(info.type, f"an unsupported member type {info.type!r}")
+    raise ArchiveError(f"member {name!r} is {what}; archives may hold only files and folders")
+
+
+def read_archive(
+    path: Path,
+    *,
+    expected_sha256: str | None = None,
+    checksum_source: str | None = None,
+    stage: Stage | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> VerifiedArchive:
+    """Verify `path` completely; stage members through `stage` while reading.
+
+    Raises ArchiveError saying what is wrong when the archive is corrupt, truncated, tampered
+    with, foreign or unsafe.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise ArchiveError(f"archive {path} does not exist") from None
+    except IsADirectoryError:
+        raise ArchiveError(f"{path} is a folder, not an archive") from None
+    with handle:
+        try:
+            compression = detect_compression(handle.read(4))
+        except ValueError as error:
+            raise ArchiveError(f"{path.name}: {error}") from None
+        handle.seek(0)
+        raw = HashingReader(cast(BinaryIO, handle), on_progress)
+        members: dict[str, MemberDigest] = {}
+        manifest_bytes: bytes | None = None
+        try:
+            stream = decompressor(cast(BinaryIO, raw), compression)
+            with tarfile.open(
+                fileobj=stream,
+                mode="r|",
+                encoding="utf-8",
+                errors="surrogateescape",
+                bufsize=CHUNK,
+            ) as tar:
+                for info in tar:
+                    try:
+                        name = clean_member_name(info.name)
+                    except ValueError as error:
+                        raise ArchiveError(f"unsafe archive: {error}") from None
+                    if name in members or (name == MANIFEST_NAME and manifest_bytes is not None):
+                        raise ArchiveError(f"member {name!r} appears twice in the archive")
+                    kind = _kind(info, name)
+                    if kind == "dir":
+                        members[name] = MemberDigest(
+                            name=name, kind="dir", mode=info.mode, mtime_ns=_mtime_ns(info)
+                        )
+                        continue
+                    source = tar.extractfile(info)
+                    assert source is not None
+                    if name == MANIFEST_NAME:
+                        if info.size > MAX_MANIFEST_BYTES:
+                            raise ArchiveError("manifest.json is implausibly large")
+                        manifest_bytes = source.read()
+                        continue
+                    members[name] = _copy_member(name, info, cast(BinaryIO, source), stage)
+            while stream.read(CHUNK):
+                pass
+            raw.drain()
+        except ArchiveError:
+            raise
+        except (
+            EOFError,
+            OSError,
+            zlib.error,
+            gzip.BadGzipFile,
+            zstandard.ZstdError,
+            tarfile.TarError,
+        ) as error:
+            raise ArchiveError(
+                f"{path.name} is truncated or corrupt ({error}); it cannot be restored"
+            ) from None
+    sha256 = raw.sha256.hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise ArchiveError(
+            f"{path.name} has SHA-256 {sha256} but the {checksum_source or 'expected'} checksum is "
+            f"{expected_sha256}: the file is corrupt or was altered; it will not be restored"
+        )
+    if manifest_bytes is None:
+        raise ArchiveError(f"{path.name} has no manifest.json: it is not a Nexus Backup archive")
+    try:
+        data = parse_manifest(manifest_bytes)
+    except ValueError as error:
+        raise ArchiveError(f"{path.name}: {error}") from None
+    result = VerifiedArchive(
+        path=path,
+        layout="v1",
+        compression=compression,
+        sha256=sha256,
+        size=raw.count,
+        raw_manifest=data,
+        manifest=None,
+        members=members,
+        checksum_source=checksum_source if expected_sha256 else None,
+    )
+    if expected_sha256 is None:
+        result.warnings.append(
+            "no catalog record or .sha256 sidecar: the whole-file checksum was not checked"
+        )
+    if "formatVersion" in data:
+        _check_v1(result, data)
+    else:
+        _check_seed(result, data)
+    return result
+
+
+def _copy_member(
+    name: str, info: tarfile.TarInfo, source: BinaryIO, stage: Stage | None
+) -> MemberDigest:
+    digest = hashlib.sha256()
+    size = 0
+    target = stage(name) if stage is not None else None
+    try:
+        while block := source.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+            if target is not None:
+                target.write(block)
+    finally:
+        if target is not None:
+            target.close()
+    if size != info.size:
+        raise ArchiveError(f"member {name!r} is truncated ({size} of {info.size} bytes)")
+    return MemberDigest(
+        name=name,
+        kind="file",
+        size=size,
+        sha256=digest.hexdigest(),
+        mode=info.mode,
+        mtime_ns=_mtime_ns(info),
+    )
+
+
+def _check_v1(result: VerifiedArchive, data: dict[str, Any]) -> None:
+    version = data.get("formatVersion")
+    if version != FORMAT_VERSION:
+        raise ArchiveError(
+            f"{result.path.name} uses archive format {version!r}; this tool reads format "
+            f"{FORMAT_VERSION}: upgrade nexus-backup to restore it"
+        )
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ArchiveError(
+            f"{result.path.name}: manifest.json is invalid at {where}: {first['msg']}"
+        ) from None
+    problems = check_v1(manifest, result.members)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ArchiveError(
+            f"{result.path.name} does not match its manifest: {'; '.join(problems[:3])}{more}"
+        )
+    result.manifest = manifest
+
+
+def _check_seed(result: VerifiedArchive, data: dict[str, Any]) -> None:
+    if DATABASE_NAME not in result.members:
+        raise ArchiveError(
+            f"{result.path.name} has no database.sql: it is not a GK-Nexus backup archive"
+        )
+    checksums = seed_checksums(data)
+    for name, expected in checksums.items():
+        member = result.members.get(name)
+        if member is None:
+            raise ArchiveError(f"{name!r} is listed in manifest.json but missing from the archive")
+        if member.sha256 != expected:
+            raise ArchiveError(
+                f"{name!r} has SHA-256 {member.sha256}, manifest.json says {expected}: "
+                "the archive is corrupt or was altered"
+            )
+    result.layout = "seed"
+    unchecked = [
+        m.name for m in result.members.values() if m.kind == "file" and m.name not in checksums
+    ]
+    if unchecked:
+        result.warnings.append(
+            f"seed-layout archive: {len(unchecked)} member(s) carry no checksum in manifest.json"
+        )
+
+
+class Staging:
+    """A private folder that receives members while they are read and verified.
+
+    database.sql lands at `root/database.sql`; `uploads/x` lands at `root/uploads/x`. Files are
+    created exclusively, without following links, readable by the owner only until their modes
+    are applied after verification.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        os.mkdir(root, 0o700)
+        self.uploads = root / UPLOADS_PREFIX
+        os.mkdir(self.uploads, 0o700)
+
+    @property
+    def database(self) -> Path:
+        return self.root / DATABASE_NAME
+
+    def _path(self, name: str) -> Path:
+        if name == DATABASE_NAME:
+            return self.database
+        return self.root / os.fsdecode(os.fsencode(name))
+
+    def __call__(self, name: str) -> BinaryIO | None:
+        path = self._path(name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        return os.fdopen(fd, "wb")
+
+    def apply_metadata(self, archive: VerifiedArchive) -> None:
+        """Give staged uploads their modes and mtimes: files first, then folders, deepest first."""
+        files: list[tuple[str, int, int]] = []
+        dirs: list[tuple[str, int, int]] = []
+        if archive.manifest is not None:
+            for entry in archive.manifest.files:
+                ns = entry.mtime_ns if entry.mtime_ns is not None else int(entry.mtime * 1e9)
+                files.append((entry.path, entry.mode, ns))
+            for directory in archive.manifest.directories:
+                ns = (
+                    directory.mtime_ns
+                    if directory.mtime_ns is not None
+                    else int(directory.mtime * 1e9)
+                )
+                dirs.append((directory.path, directory.mode, ns))
+        else:
+            files = [(m.name, m.mode, m.mtime_ns) for m in archive.upload_files()]
+            dirs = [(m.name, m.mode, m.mtime_ns) for m in archive.upload_dirs()]
+        for name, mode, ns in files:
+            if not _is_upload(name):
+                continue
+            path = self._path(name)
+            os.chmod(path, mode & 0o7777, follow_symlinks=False)
+            os.utime(path, ns=(ns, ns), follow_symlinks=False)
+        for name, mode, ns in sorted(dirs, key=lambda item: item[0].count("/"), reverse=True):
+            if not _is_upload(name):
+                continue
+            path = self._path(name)
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode & 0o7777)
+            os.utime(path, ns=(ns, ns))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,425 @@
+"""nexus-backup: the command line. Prints and progress bars live here only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from api import __version__, recovery
+from api.archive.reader import read_archive
+from api.config import get_settings
+from api.errors import AppError
+from api.progress import ProgressView
+from api.services import Services, open_services
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"nexus-backup: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+class PlainView:
+    """Progress as plain lines on stderr, at most every few seconds (logs, CI)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._name = ""
+
+    def phase(self, name: str, total: int | None) -> None:
+        self._name = name
+        click.echo(f"{name}...", err=True)
+        self._last = time.monotonic()
+
+    def advance(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self._last < 5:
+            return
+        self._last = now
+        share = f" ({min(100, done * 100 // total)}%)" if total else ""
+        click.echo(f"  {self._name}: {_human(done)}{share}", err=True)
+
+
+class BarView:
+    """A progress bar on a terminal (rich)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> BarView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
+        self._task = self._progress.add_task(name, total=total)
+
+    def advance(self, done: int, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+
+def _views(quiet: bool) -> tuple[list[ProgressView], Any]:
+    if quiet:
+        return [], None
+    if sys.stderr.isatty():
+        bar = BarView()
+        return [bar], bar
+    return [PlainView()], None
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except AppError as error:
+        _fail(error.detail)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    raise AssertionError("unreachable")
+
+
+def with_services(
+    function: Callable[..., Awaitable[T]],
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Open the catalog (migrated), recover what a killed process left, run, close."""
+
+    @wraps(function)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        services = await open_services(get_settings())
+        try:
+            for note in await recovery.recover(services):
+                click.echo(f"recovered: {note}", err=True)
+            return await function(services, *args, **kwargs)
+        finally:
+            await services.close()
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nexus-backup")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+def main(verbose: bool) -> None:
+    """Back up and restore a PostgreSQL application database and its uploads, as one
+    verified archive.
+
+    Settings come from the environment or .env: DATABASE_URL, UPLOADS_DIR, BACKUP_DIR,
+    BACKUP_COMPRESSION, APP_VERSION, POST_RESTORE_COMMAND, CATALOG_DATABASE_URL.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.CRITICAL,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option(
+    "--type",
+    "kind",
+    default="manual",
+    show_default=True,
+    type=click.Choice(["manual", "pre_update", "scheduled"]),
+    help="Why the backup is taken (pre_update: CI before a deploy).",
+)
+@click.option("--description", help="A note stored with the backup.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def backup(name: str | None, kind: str, description: str | None, quiet: bool) -> None:
+    """Back up the database and the uploads to BACKUP_DIR/NAME.tar.gz; print its path."""
+    from api.backups import runner
+
+    @with_services
+    async def go(services: Services) -> None:
+        views, bar = _views(quiet)
+        request = runner.BackupRequest(name=name, type=kind, description=description)
+        if bar is not None:
+            with bar:
+                result = await runner.create_backup(services, request, views)
+        else:
+            result = await runner.create_backup(services, request, views)
+        if result.status != "completed":
+            _fail(f"backup {result.name} failed: {result.error_message}")
+        click.echo(
+            f"backup {result.name} completed: {result.table_count} tables, "
+            f"{result.record_count} rows, {result.uploaded_files_count} files, "
+            f"{_human(result.file_size)}, sha256 {result.checksum}",
+            err=True,
+        )
+        click.echo(result.file_path)
+
+    _run(go())
+
+
+@main.command()
+@click.argument("archive")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Verify and show what would change; change nothing.")
+@click.option("--force", is_flag=True, help="Restore even an archive of a newer app version.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def restore(archive: str, yes: bool, dry_run: bool, force: bool, quiet: bool) -> None:
+    """Restore ARCHIVE (a path, or a catalogued backup's name or id): database and uploads.
+
+    The archive is verified completely first, and a pre_restore safety backup is taken before
+    anything changes. The restore is all or nothing.
+    """
+    from api.restores import runner
+
+    settings = get_settings()
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            _fail(
+                "a restore replaces the live database and uploads: pass --yes to confirm, "
+                "or --dry-run to see what would change"
+            )
+        click.echo(
+            f"This replaces the database and the uploads in {settings.uploads_dir} with "
+            f"{archive}. A pre_restore safety backup is taken first.",
+            err=True,
+        )
+        typed = click.prompt("Type the archive or backup name as given to continue", err=True)
+        if typed.strip() != archive:
+            _fail("confirmation did not match; nothing was changed")
+
+    @with_services
+    async def go(services: Services) -> None:
+        views, bar = _views(quiet)
+        request = runner.RestoreRequest(archive=archive, dry_run=dry_run, force=force)
+        if bar is not None:
+            with bar:
+                result = await runner.restore(services, request, views)
+        else:
+            result = await runner.restore(services, request, views)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if result.plan is not None:
+            _print_plan(result.plan)
+            return
+        pre = result.pre_restore
+        click.echo(
+            f"restored {archive}; the state before is in pre_restore backup "
+            f"{pre.name if pre else '-'} ({pre.file_path if pre else '-'})"
+        )
+
+    _run(go())
+
+
+def _print_plan(plan: Any) -> None:
+    click.echo(f"archive {plan.archive} verified (sha256 {plan.sha256}, {plan.layout} layout)")
+    click.echo(f"app version {plan.app_version or '-'}, schema {plan.schema_version or '-'}")
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}")
+    if not plan.tables_known:
+        click.echo("tables: the archive records no row counts (seed layout)")
+    elif plan.tables:
+        click.echo("tables whose row counts would change (live -> restored):")
+        for change in plan.tables:
+            live = "-" if change.live is None else change.live
+            archived = "dropped" if change.archived is None else change.archived
+            click.echo(f"  {change.table}: {live} -> {archived}")
+    else:
+        click.echo("tables: row counts are the same")
+    for label, items in (
+        ("files that would be added", plan.files_added),
+        ("files that would be removed", plan.files_removed),
+        ("files that would be changed", plan.files_changed),
+    ):
+        click.echo(f"{label}: {len(items)}")
+        for item in items[:20]:
+            click.echo(f"  {item}")
+        if len(items) > 20:
+            click.echo(f"  ... and {len(items) - 20} more")
+    click.echo("dry run: nothing was changed")
+
+
+@main.command()
+@click.argument("archive")
+def verify(archive: str) -> None:
+    """Check ARCHIVE (a path, or a catalogued backup's name or id) completely."""
+    from api.audit import service as audit
+    from api.db import transaction
+    from api.restores.runner import resolve
+
+    @with_services
+    async def go(services: Services) -> None:
+        target = await resolve(services, archive)
+        try:
+            result = await asyncio.to_thread(
+                read_archive,
+                target.path,
+                expected_sha256=target.expected_sha256,
+                checksum_source=target.source,
+            )
+        except AppError as error:
+            async with transaction(services.sessions) as session:
+                await audit.record(
+                    session,
+                    "cli",
+                    "backup.verify",
+                    target.path.name,
+                    "failed",
+                    {"error": error.detail},
+                )
+            raise
+        async with transaction(services.sessions) as session:
+            await audit.record(
+                session,
+                "cli",
+                "backup.verify",
+                target.path.name,
+                "completed",
+                {"sha256": result.sha256},
+            )
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        files = len(result.upload_files())
+        click.echo(
+            f"OK {target.path}: {result.layout} layout, sha256 {result.sha256} "
+            f"({target.source or 'no stored'} checksum), {files} uploaded files, "
+            f"database.sql {_human(result.members['database.sql'].size)}"
+        )
+
+    _run(go())
+
+
+@main.command(name="list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--status", type=click.Choice(["pending", "in_progress", "completed", "failed"]))
+@click.option(
+    "--type", "kind", type=click.Choice(["manual", "scheduled", "pre_update", "pre_restore"])
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts.")
+def list_command(limit: int, status: str | None, kind: str | None, as_json: bool) -> None:
+    """List catalogued backups, newest first."""
+    from api.backups import service
+    from api.db import transaction
+
+    @with_services
+    async def go(services: Services) -> None:
+        async with transaction(services.sessions) as session:
+            rows = await service.list_backups(session, limit=limit, status=status, kind=kind)
+        if as_json:
+            for row in rows:
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": row.id,
+                            "name": row.name,
+                            "type": row.type,
+                            "status": row.status,
+                            "filePath": row.file_path,
+                            "fileSize": row.file_size,
+                            "checksum": row.checksum,
+                            "createdAt": row.created_at.isoformat(),
+                            "errorMessage": row.error_message,
+                        }
+                    )
+                )
+            return
+        if not rows:
+            click.echo("no backups yet: run `nexus-backup backup`", err=True)
+            return
+        click.echo(f"{'ID':<8}  {'NAME':<36}  {'TYPE':<11}  {'STATUS':<11}  {'SIZE':>10}  CREATED")
+        for row in rows:
+            click.echo(
+                f"{row.id[:8]:<8}  {row.name[:36]:<36}  {row.type:<11}  {row.status:<11}  "
+                f"{_human(row.file_size):>10}  {row.created_at:%Y-%m-%d %H:%M:%S}"
+                + (f"  {row.error_message}" if row.status == "failed" else "")
+            )
+
+    _run(go())
+
+
+@main.command()
+@click.option("--downgrade", "revision", help="Downgrade the catalog to REVISION (e.g. base).")
+def migrate(revision: str | None) -> None:
+    """Apply the catalog schema migrations (done automatically by every command)."""
+    from api import migrate as migrations
+    from api.db import make_engine
+
+    async def go() -> None:
+        engine = make_engine(get_settings().catalog_url())
+        try:
+            if revision:
+                await migrations.downgrade(engine, revision)
+            else:
+                await migrations.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    _run(go())
+    click.echo("catalog downgraded" if revision else "catalog is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API. With no DATABASE_URL, start the embedded demo (PostgreSQL under .data/)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = get_settings()
+    cluster = None
+    if settings.database_url is None:
+        from api import embedded_demo
+
+        cluster = _run(embedded_demo.start(Path(".data")))
+        get_settings.cache_clear()
+        settings = get_settings()
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+__all__ = ["main"]

@@ -1,0 +1,99 @@
+"""One Settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.errors import ConfigError
+
+CATALOG_SCHEMA = "nexus_backup"
+
+
+class Compression(StrEnum):
+    gzip = "gzip"
+    zstd = "zstd"
+
+
+def _check_postgres_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ValueError(
+            f"{name} must start with postgresql:// (got scheme {parts.scheme or 'none'!r}); "
+            "example: postgresql://user:password@localhost:5432/gk_nexus"
+        )
+    if not parts.path.strip("/"):
+        raise ValueError(f"{name} must name a database, e.g. postgresql://user@host:5432/gk_nexus")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
+
+    database_url: SecretStr | None = Field(default=None)
+    catalog_database_url: SecretStr | None = Field(default=None)
+    uploads_dir: Path = Path("data/uploads")
+    backup_dir: Path = Path("backups")
+    backup_compression: Compression = Compression.gzip
+    app_version: str | None = None
+    post_restore_command: str | None = None
+    pg_bin_dir: Path | None = None
+    log_level: str = "INFO"
+
+    @field_validator("database_url", "catalog_database_url")
+    @classmethod
+    def _valid_url(cls, value: SecretStr | None, info: object) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        name = getattr(info, "field_name", "DATABASE_URL").upper()
+        _check_postgres_url(name, value.get_secret_value())
+        return value
+
+    @field_validator("app_version", "post_restore_command")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise ConfigError(
+                "DATABASE_URL is not set: set it to the application database, e.g. "
+                "DATABASE_URL=postgresql://user:password@localhost:5432/gk_nexus "
+                "(in the environment or .env); for the demo, run `make run` and "
+                "`source .data/demo.env`"
+            )
+        return self.database_url.get_secret_value()
+
+    def catalog_url(self) -> str:
+        if self.catalog_database_url is not None:
+            return self.catalog_database_url.get_secret_value()
+        return self.require_database_url()
+
+    @property
+    def catalog_is_app_database(self) -> bool:
+        return self.catalog_database_url is None or (
+            self.database_url is not None
+            and self.catalog_database_url.get_secret_value() == self.database_url.get_secret_value()
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {message}")
+    return "; ".join(lines)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(f"invalid setting: {_describe(error)}") from None

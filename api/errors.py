@@ -1,0 +1,59 @@
+"""Errors that say what happened and what to do. Each maps to an HTTP status."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    status_code = 500
+    kind = "Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(AppError):
+    status_code = 400
+    kind = "BadRequest"
+
+
+class NotFound(AppError):
+    status_code = 404
+    kind = "NotFound"
+
+
+class Conflict(AppError):
+    status_code = 409
+    kind = "Conflict"
+
+
+class Unprocessable(AppError):
+    status_code = 422
+    kind = "Unprocessable"
+
+
+class ConfigError(AppError):
+    """A setting is missing or wrong; the message names it and the fix."""
+
+    status_code = 503
+    kind = "ConfigError"
+
+
+class ArchiveError(AppError):
+    """An archive is corrupt, truncated, tampered with, foreign or unsafe."""
+
+    status_code = 422
+    kind = "ArchiveError"
+
+
+class SourceError(AppError):
+    """pg_dump, psql or the uploads tree failed."""
+
+    status_code = 500
+    kind = "SourceError"
+
+
+class Busy(Conflict):
+    """Another backup or restore is running."""
+
+    kind = "Busy"

@@ -1,0 +1,65 @@
+"""One mutation at a time across every process on one catalog: a PostgreSQL advisory lock.
+
+The lock lives on a dedicated connection; if the process dies, PostgreSQL releases it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+MUTATION_LOCK = 0x6E6578_00  # "nex" + 0
+
+
+class MutationLock:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._connection is not None
+
+    async def try_acquire(self) -> bool:
+        connection = await self._engine.connect()
+        try:
+            got = (
+                await connection.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": MUTATION_LOCK}
+                )
+            ).scalar_one()
+            await connection.commit()
+        except BaseException:
+            await connection.close()
+            raise
+        if not got:
+            await connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            await connection.execute(
+                text("SELECT pg_advisory_unlock(:key)"), {"key": MUTATION_LOCK}
+            )
+            await connection.commit()
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+    async def __aenter__(self) -> MutationLock:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.release()

@@ -1,0 +1,11 @@
+"""Every catalog table, imported once so that the metadata is complete."""
+
+from api.audit.models import AuditLog
+from api.backups.models import SystemBackup
+from api.db import Base
+from api.restores.models import SystemRestore
+from api.schedules.models import BackupSchedule
+
+metadata = Base.metadata
+
+__all__ = ["AuditLog", "BackupSchedule", "SystemBackup", "SystemRestore", "metadata"]

@@ -1,0 +1,469 @@
+"""The one place a restore runs.
+
+1. Verify the whole archive while staging it beside the uploads folder (nothing live touched).
+2. Refuse a newer app version's archive unless forced.
+3. Take and verify a `pre_restore` backup of the live state.
+4. psql loads database.sql inside one transaction (after dropping everything but the catalog).
+5. Swap the staged uploads tree in (renameat2 exchange), commit, then drop the old tree.
+   If the commit fails, the old tree is swapped back: all or nothing.
+6. Run POST_RESTORE_COMMAND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX
+from api.archive.reader import Staging, VerifiedArchive, read_archive
+from api.archive.writer import read_sidecar
+from api.audit import service as audit
+from api.backups import runner as backups
+from api.backups import service as backup_service
+from api.backups.models import SystemBackup
+from api.db import transaction
+from api.errors import AppError, ArchiveError, BadRequest, Conflict, NotFound
+from api.locks import MutationLock
+from api.progress import ProgressView, Tracker
+from api.restores import service
+from api.restores import swap as swapper
+from api.restores.models import SystemRestore
+from api.services import Services
+from api.sources import postgres, uploads
+
+log = logging.getLogger("nexus_backup.restores")
+
+
+@dataclass
+class RestoreRequest:
+    archive: str
+    dry_run: bool = False
+    force: bool = False
+    actor: str = "cli"
+    client_address: str | None = None
+
+
+@dataclass
+class TableChange:
+    table: str
+    live: int | None
+    archived: int | None
+
+
+@dataclass
+class RestorePlan:
+    """What a restore would change; the answer of --dry-run."""
+
+    archive: str
+    name: str
+    layout: str
+    sha256: str
+    app_version: str | None
+    schema_version: str | None
+    tables: list[TableChange] = field(default_factory=list)
+    tables_known: bool = True
+    files_added: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestoreResult:
+    restore: SystemRestore
+    plan: RestorePlan | None = None
+    pre_restore: SystemBackup | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Target:
+    path: Path
+    backup: SystemBackup | None
+    expected_sha256: str | None
+    source: str | None
+
+
+async def resolve(services: Services, ref: str) -> _Target:
+    """An archive path, or the name or id of a catalogued backup, with its expected checksum."""
+    path = Path(ref)
+    async with transaction(services.sessions) as session:
+        backup: SystemBackup | None = None
+        if path.is_file():
+            resolved = str(path.resolve())
+            candidates = await backup_service.list_backups(session, limit=1000, status="completed")
+            backup = next((b for b in candidates if b.file_path == resolved), None)
+        else:
+            backup = await backup_service.find(session, ref)
+            if backup is None:
+                raise NotFound(
+                    f"{ref!r} is neither an archive file nor the name or id of a catalogued "
+                    "backup; `nexus-backup list` shows the backups"
+                )
+            if backup.status != "completed":
+                raise Conflict(
+                    f"backup {backup.name!r} is {backup.status}; only completed "
+                    "backups can be restored"
+                )
+            if not backup.file_path or not Path(backup.file_path).is_file():
+                raise NotFound(
+                    f"the archive of backup {backup.name!r} is missing at {backup.file_path}; "
+                    "copy it back there, or give the path of a copy"
+                )
+            path = Path(backup.file_path)
+    if backup is not None and backup.checksum:
+        return _Target(path, backup, backup.checksum, "catalog")
+    try:
+        sidecar = read_sidecar(path)
+    except ValueError as error:
+        raise ArchiveError(str(error)) from None
+    return _Target(path, backup, sidecar, "sidecar" if sidecar else None)
+
+
+def check_version(archive_version: str | None, current: str | None, force: bool) -> str | None:
+    """None when the archive may be restored over this code; else why not (and how to override)."""
+    if archive_version is None or force:
+        return None
+    if current is None:
+        return (
+            f"the archive was made by app version {archive_version} and APP_VERSION is not set, "
+            "so the running code's version is unknown: set APP_VERSION, or pass --force"
+        )
+    try:
+        newer = Version(archive_version) > Version(current)
+    except InvalidVersion:
+        newer = archive_version != current
+    if newer:
+        return (
+            f"the archive was made by app version {archive_version}, newer than the running "
+            f"APP_VERSION {current}: restoring it over older code can break the app; deploy "
+            f"{archive_version} first, or pass --force"
+        )
+    return None
+
+
+async def restore(
+    services: Services,
+    request: RestoreRequest,
+    views: list[ProgressView] | None = None,
+    lock: MutationLock | None = None,
+) -> RestoreResult:
+    """Restore (or, with dry_run, plan) an archive; raises AppError if it does not happen."""
+    target = await resolve(services, request.archive)
+    own = lock is None
+    held = await backups.acquire(services) if lock is None else lock
+    try:
+        async with transaction(services.sessions) as session:
+            record = SystemRestore(
+                id=backup_service.new_id(),
+                backup_id=target.backup.id if target.backup else None,
+                archive_path=str(target.path.resolve()),
+                status="in_progress",
+                phase="verifying",
+                dry_run=request.dry_run,
+                forced=request.force,
+                requested_by=request.actor,
+                started_at=backup_service.now(),
+                created_at=backup_service.now(),
+            )
+            session.add(record)
+            await audit.record(
+                session,
+                request.actor,
+                "restore.dry_run" if request.dry_run else "restore.start",
+                target.path.name,
+                "started",
+                {"id": record.id},
+                request.client_address,
+            )
+        try:
+            result = await _run(services, request, target, record, held, Tracker(views))
+        except BaseException as error:
+            reason = error.detail if isinstance(error, AppError) else _unexpected(error)
+            async with transaction(services.sessions) as session:
+                failed = await service.get(session, record.id)
+                failed.status, failed.error_message = "failed", reason
+                failed.completed_at, failed.phase = backup_service.now(), None
+                await audit.record(
+                    session,
+                    request.actor,
+                    "restore.run",
+                    target.path.name,
+                    "failed",
+                    {"id": record.id, "error": reason},
+                    request.client_address,
+                )
+            log.error("restore of %s failed: %s", target.path.name, reason)
+            raise
+        return result
+    finally:
+        if own:
+            await held.release()
+
+
+def _unexpected(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(error, OSError):
+        return str(error)
+    log.exception("unexpected error during restore", exc_info=error)
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+async def _set_phase(services: Services, restore_id: str, phase: str) -> None:
+    async with transaction(services.sessions) as session:
+        (await service.get(session, restore_id)).phase = phase
+
+
+async def _run(
+    services: Services,
+    request: RestoreRequest,
+    target: _Target,
+    record: SystemRestore,
+    lock: MutationLock,
+    tracker: Tracker,
+) -> RestoreResult:
+    settings = services.settings
+    url = settings.require_database_url()
+    uploads_dir = settings.uploads_dir.absolute()
+    tracker.phase("verifying archive", target.path.stat().st_size)
+    if request.dry_run:
+        verified = await asyncio.to_thread(
+            read_archive,
+            target.path,
+            expected_sha256=target.expected_sha256,
+            checksum_source=target.source,
+            on_progress=tracker.advance,
+        )
+        refusal = check_version(verified.app_version, settings.app_version, request.force)
+        plan = await _plan(url, uploads_dir, verified)
+        if refusal:
+            plan.warnings.append(refusal)
+        async with transaction(services.sessions) as session:
+            done = await service.get(session, record.id)
+            done.status, done.phase, done.completed_at = "completed", None, backup_service.now()
+            await audit.record(
+                session,
+                request.actor,
+                "restore.dry_run",
+                target.path.name,
+                "completed",
+                {"id": record.id},
+                request.client_address,
+            )
+        return RestoreResult(restore=done, plan=plan, warnings=verified.warnings)
+
+    if not uploads_dir.parent.is_dir():
+        raise BadRequest(f"the parent folder of UPLOADS_DIR ({uploads_dir.parent}) does not exist")
+    staging = Staging(uploads_dir.parent / f".{uploads_dir.name}.restore-{record.id}")
+    try:
+        verified = await asyncio.to_thread(
+            read_archive,
+            target.path,
+            expected_sha256=target.expected_sha256,
+            checksum_source=target.source,
+            stage=staging,
+            on_progress=tracker.advance,
+        )
+        refusal = check_version(verified.app_version, settings.app_version, request.force)
+        if refusal:
+            raise Conflict(refusal)
+        await asyncio.to_thread(staging.apply_metadata, verified)
+        if DATABASE_NAME not in verified.members:
+            raise ArchiveError("the archive has no database.sql")
+        if not (staging.uploads).exists():
+            staging.uploads.mkdir(mode=0o755)
+
+        await _set_phase(services, record.id, "safety backup")
+        tracker.phase("taking the pre_restore safety backup", None)
+        safety = await backups.create_backup(
+            services,
+            backups.BackupRequest(
+                type="pre_restore",
+                description=f"automatic safety backup before restoring {target.path.name}",
+                actor=request.actor,
+                client_address=request.client_address,
+            ),
+            lock=lock,
+        )
+        async with transaction(services.sessions) as session:
+            (await service.get(session, record.id)).pre_restore_backup_id = safety.id
+        if safety.status != "completed":
+            raise AppError(
+                f"the pre_restore safety backup failed ({safety.error_message}); nothing was "
+                "changed. Fix that first; if the live database is beyond saving, recreate it "
+                "empty (createdb) and restore again"
+            )
+
+        await _set_phase(services, record.id, "restoring")
+        tracker.phase("restoring database and uploads", None)
+        await _apply(services, record.id, url, uploads_dir, staging)
+    finally:
+        staging.remove()
+
+    warnings = list(verified.warnings)
+    command_error = await _post_restore(settings.post_restore_command, url)
+    async with transaction(services.sessions) as session:
+        done = await service.get(session, record.id)
+        done.completed_at, done.phase = backup_service.now(), None
+        if command_error:
+            done.status = "failed"
+            done.error_message = (
+                f"database and uploads were restored from {target.path.name}, but "
+                f"POST_RESTORE_COMMAND failed: {command_error}; fix it and run it by hand "
+                f"(the previous state is in pre_restore backup {safety.name})"
+            )
+        else:
+            done.status = "completed"
+        await audit.record(
+            session,
+            request.actor,
+            "restore.run",
+            target.path.name,
+            done.status,
+            {"id": record.id, "preRestoreBackupId": safety.id, "error": done.error_message},
+            request.client_address,
+        )
+    if command_error:
+        log.error("restore %s: %s", record.id, done.error_message)
+        raise AppError(done.error_message or "POST_RESTORE_COMMAND failed")
+    log.info("restored %s (pre_restore backup %s)", target.path.name, safety.name)
+    return RestoreResult(restore=done, pre_restore=safety, warnings=warnings)
+
+
+async def _apply(
+    services: Services, restore_id: str, url: str, uploads_dir: Path, staging: Staging
+) -> None:
+    database = postgres.DatabaseRestore(url, services.settings, staging.database, restore_id)
+    journal = swapper.Journal(
+        restore_id=restore_id,
+        uploads_dir=str(uploads_dir),
+        staged=str(staging.uploads),
+        staged_inode=os.stat(staging.uploads).st_ino,
+        uploads_existed=uploads_dir.exists(),
+    )
+    folder = services.settings.backup_dir
+    committed = False
+    try:
+        await database.apply()
+        swapper.swap_in(journal, folder)
+        await database.commit()
+        committed = True
+    finally:
+        if not committed:
+            await database.rollback()
+            if not await postgres.restore_committed(url, restore_id):
+                swapper.swap_back(journal)
+                journal.remove(folder)
+    swapper.discard_old(journal)
+    journal.remove(folder)
+
+
+async def _post_restore(command: str | None, url: str) -> str | None:
+    if not command:
+        return None
+    try:
+        args = shlex.split(command)
+    except ValueError as error:
+        return f"cannot parse POST_RESTORE_COMMAND ({error})"
+    env = {**os.environ, "DATABASE_URL": url}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=3600)
+
+    try:
+        result = await asyncio.to_thread(run)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    if result.returncode != 0:
+        tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        return f"exit {result.returncode}: {tail}"
+    return None
+
+
+async def _plan(url: str, uploads_dir: Path, verified: VerifiedArchive) -> RestorePlan:
+    manifest = verified.manifest
+    plan = RestorePlan(
+        archive=str(verified.path),
+        name=verified.name,
+        layout=verified.layout,
+        sha256=verified.sha256,
+        app_version=verified.app_version,
+        schema_version=manifest.schema_version if manifest else None,
+        warnings=list(verified.warnings),
+    )
+    live = await postgres.table_row_counts(url)
+    if manifest is not None:
+        archived = manifest.database.tables
+        for table in sorted(set(live) | set(archived)):
+            if live.get(table) != archived.get(table):
+                plan.tables.append(TableChange(table, live.get(table), archived.get(table)))
+    else:
+        plan.tables_known = False
+    wanted = {m.name[len(UPLOADS_PREFIX) + 1 :]: m for m in verified.upload_files()}
+    present: dict[str, tuple[int, int]] = {}
+    if uploads_dir.is_dir():
+        for entry in uploads.walk(uploads_dir, []):
+            if entry.kind == "file":
+                present[entry.rel] = (entry.size, entry.mode)
+    plan.files_added = sorted(set(wanted) - set(present))
+    plan.files_removed = sorted(set(present) - set(wanted))
+    for rel in sorted(set(wanted) & set(present)):
+        member = wanted[rel]
+        size, mode = present[rel]
+        if size != member.size or mode != member.mode & 0o7777:
+            plan.files_changed.append(rel)
+            continue
+        digest = await asyncio.to_thread(_sha256_of, uploads_dir / os.fsdecode(os.fsencode(rel)))
+        if digest != member.sha256:
+            plan.files_changed.append(rel)
+    return plan
+
+
+def _sha256_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1024 * 1024):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+async def recover(services: Services) -> list[str]:
+    """Finish or undo interrupted uploads swaps (journals), then drop leftover staging folders."""
+    notes: list[str] = []
+    folder = services.settings.backup_dir
+    if not folder.is_dir():
+        return notes
+    url = services.settings.require_database_url()
+    for journal in swapper.journals(folder):
+        committed = await postgres.restore_committed(url, journal.restore_id)
+        if committed:
+            if not swapper.is_swapped(journal):
+                swapper.swap_in(journal, folder)
+            swapper.discard_old(journal)
+            notes.append(f"finished interrupted restore {journal.restore_id} (it had committed)")
+        else:
+            swapper.swap_back(journal)
+            notes.append(f"undid interrupted restore {journal.restore_id} (it had not committed)")
+        journal.remove(folder)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(Path(journal.staged).parent)
+    uploads_dir = services.settings.uploads_dir.absolute()
+    if uploads_dir.parent.is_dir():
+        for leftover in uploads_dir.parent.glob(f".{uploads_dir.name}.restore-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+            notes.append(f"removed leftover staging folder {leftover}")
+    return notes

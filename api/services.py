@@ -1,0 +1,36 @@
+"""What every entry point (CLI, API, scheduler) shares: settings and the catalog engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api import migrate
+from api.config import Settings
+from api.db import make_engine, make_sessionmaker
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.require_database_url()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def open_services(settings: Settings, *, migrate_catalog: bool = True) -> Services:
+    engine = make_engine(settings.catalog_url())
+    if migrate_catalog:
+        try:
+            await migrate.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+    return Services(settings=settings, engine=engine, sessions=make_sessionmaker(engine))

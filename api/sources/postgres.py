@@ -1,0 +1,557 @@
+"""The application database: pg_dump out, psql in, with argument lists and no shell.
+
+Passwords reach pg_dump and psql through the environment (PGPASSWORD), never argv or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+
+from api.config import CATALOG_SCHEMA, Settings
+from api.errors import ConfigError, SourceError
+
+CHUNK = 1024 * 1024
+_QUERY_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "dbname": "PGDATABASE",
+    "password": "PGPASSWORD",
+}
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """PG* environment variables for a postgresql:// URL (the password among them)."""
+    parts = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    env = {"PGAPPNAME": "nexus-backup", "PGCONNECT_TIMEOUT": "15"}
+    if parts.hostname:
+        env["PGHOST"] = unquote(parts.hostname)
+    if parts.port:
+        env["PGPORT"] = str(parts.port)
+    if parts.username:
+        env["PGUSER"] = unquote(parts.username)
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+    env["PGDATABASE"] = unquote(parts.path.lstrip("/"))
+    for key, values in parse_qs(parts.query).items():
+        if key in _QUERY_ENV and values:
+            env[_QUERY_ENV[key]] = values[-1]
+    return env
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _subprocess_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(libpq_env(url))
+    return env
+
+
+def find_tool(name: str, settings: Settings, major: int | None = None) -> str:
+    """The pg_dump/psql to use: PG_BIN_DIR, else the server's major version, else the newest."""
+    if settings.pg_bin_dir is not None:
+        candidate = settings.pg_bin_dir / name
+        if not candidate.exists():
+            raise ConfigError(
+                f"PG_BIN_DIR {settings.pg_bin_dir} has no {name}: point it at a bin folder"
+            )
+        return str(candidate)
+    base = Path("/usr/lib/postgresql")
+    if major is not None and (base / str(major) / "bin" / name).exists():
+        return str(base / str(major) / "bin" / name)
+    installed = sorted(
+        (int(p.name) for p in base.glob("*") if p.name.isdigit() and (p / "bin" / name).exists()),
+        reverse=True,
+    )
+    if installed:
+        return str(base / str(installed[0]) / "bin" / name)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(
+            f"{name} was not found: install the PostgreSQL client "
+            "(apt-get install postgresql-client) or set PG_BIN_DIR"
+        )
+    return found
+
+
+def tool_version(path: str) -> tuple[int, str]:
+    output = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    match = re.search(r"\b(\d+)(?:\.\d+)*\b", output.split(")", 1)[-1])
+    if match is None:
+        raise SourceError(f"cannot read the version of {path} from {output!r}")
+    return int(match.group(1)), match.group(0)
+
+
+def check_pg_dump_version(dump_major: int, server_major: int) -> None:
+    """pg_dump refuses servers newer than itself; say so before it does, with the fix."""
+    if dump_major < server_major:
+        raise SourceError(
+            f"pg_dump {dump_major} cannot dump server {server_major}: install "
+            f"postgresql-client-{server_major} or set PG_BIN_DIR to its bin folder"
+        )
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(asyncpg_dsn(url), timeout=15)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        raise SourceError(
+            f"cannot connect to the database at {redact(url)}: {error}; check DATABASE_URL "
+            "and that the server is running"
+        ) from None
+
+
+async def server_version(conn: asyncpg.Connection) -> tuple[int, str]:
+    number = int(await conn.fetchval("SHOW server_version_num"))
+    text = str(await conn.fetchval("SHOW server_version"))
+    return number // 10000, text
+
+
+async def read_schema_version(conn: asyncpg.Connection) -> str | None:
+    """The app's migration head: Alembic's alembic_version, or Drizzle's last migration."""
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname <> $1
+          AND c.relname IN ('alembic_version', '__drizzle_migrations')
+        ORDER BY c.relname, n.nspname = 'public' DESC
+        """,
+        CATALOG_SCHEMA,
+    )
+    for schema, table in rows:
+        quoted = f'"{schema.replace(chr(34), chr(34) * 2)}"."{table}"'
+        try:
+            async with conn.transaction():  # a savepoint: a failure keeps the snapshot usable
+                if table == "alembic_version":
+                    heads = await conn.fetch(f"SELECT version_num FROM {quoted} ORDER BY 1")
+                    if heads:
+                        return ",".join(str(row[0]) for row in heads)
+                else:
+                    value = await conn.fetchval(
+                        f"SELECT hash FROM {quoted} ORDER BY created_at DESC NULLS LAST LIMIT 1"
+                    )
+                    if value:
+                        return str(value)
+        except asyncpg.PostgresError:
+            continue
+    return None
+
+
+class CopyCounter:
+    """Counts the rows of each table in a plain pg_dump stream as it passes (COPY blocks).
+
+    Rows counted this way come from the very snapshot that was dumped, for free.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[str, int] = {}
+        self._tail = b""
+        self._table: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail = data
+            return
+        self._tail = data[cut + 1 :]
+        view = b"\n" + data[: cut + 1]
+        pos = 0
+        while True:
+            if self._table is None:
+                start = view.find(b"\nCOPY ", pos)
+                if start < 0:
+                    return
+                end = view.find(b"\n", start + 1)
+                header = view[start + 1 : end]
+                pos = end
+                if header.endswith(b" FROM stdin;"):
+                    self._table = _copy_table(header)
+                    self.tables.setdefault(self._table, 0)
+            else:
+                stop = view.find(b"\n\\.\n", pos)
+                if stop < 0:
+                    self.tables[self._table] += view.count(b"\n", pos + 1)
+                    return
+                self.tables[self._table] += view.count(b"\n", pos + 1, stop + 1)
+                self._table = None
+                pos = stop + 3
+
+
+def _copy_table(header: bytes) -> str:
+    """'schema.table' from `COPY "schema"."table" (cols) FROM stdin;` (quotes undone)."""
+    text = header[5:].decode("utf-8", "replace")
+    parts: list[str] = []
+    i = 0
+    while i < len(text) and len(parts) < 2:
+        if text[i] == '"':
+            j = i + 1
+            buf = []
+            while j < len(text):
+                if text[j] == '"':
+                    if j + 1 < len(text) and text[j + 1] == '"':
+                        buf.append('"')
+                        j += 2
+                        continue
+                    break
+                buf.append(text[j])
+                j += 1
+            parts.append("".join(buf))
+            i = j + 1
+        else:
+            j = i
+            while j < len(text) and text[j] not in ". (":
+                j += 1
+            parts.append(text[i:j])
+            i = j
+        if i < len(text) and text[i] == ".":
+            i += 1
+        else:
+            break
+    return ".".join(parts)
+
+
+@dataclass
+class DumpResult:
+    size: int = 0
+    sha256: str = ""
+    tables: dict[str, int] = field(default_factory=dict)
+    server_version: str = ""
+    pg_dump_version: str = ""
+    database: str = ""
+    schema_version: str | None = None
+
+
+def _drain(stream: IO[bytes], keep: list[bytes], limit: int = 64 * 1024) -> None:
+    size = 0
+    for line in stream:
+        keep.append(line)
+        size += len(line)
+        while size > limit and len(keep) > 1:
+            size -= len(keep.pop(0))
+
+
+def _tail(lines: list[bytes]) -> str:
+    text = b"".join(lines).decode("utf-8", "replace").strip()
+    return " ".join(text.splitlines()[-5:]) or "no error output"
+
+
+async def dump(
+    url: str,
+    settings: Settings,
+    spool: IO[bytes],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> DumpResult:
+    """pg_dump the database into `spool` (plain SQL), hashing it and counting rows as it flows.
+
+    The dump and the schema version come from one exported snapshot. The catalog schema is
+    never dumped.
+    """
+    conn = await connect(url)
+    try:
+        major, version_text = await server_version(conn)
+        pg_dump = find_tool("pg_dump", settings, major)
+        dump_major, dump_text = await asyncio.to_thread(tool_version, pg_dump)
+        check_pg_dump_version(dump_major, major)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_catalog.pg_export_snapshot()")
+            schema_version = await read_schema_version(conn)
+            database = str(await conn.fetchval("SELECT current_database()"))
+            result = await asyncio.to_thread(
+                _run_pg_dump, pg_dump, url, snapshot, spool, on_progress, cancel
+            )
+    finally:
+        await conn.close()
+    result.server_version = version_text
+    result.pg_dump_version = dump_text
+    result.database = database
+    result.schema_version = schema_version
+    return result
+
+
+def _run_pg_dump(
+    pg_dump: str,
+    url: str,
+    snapshot: str,
+    spool: IO[bytes],
+    on_progress: Callable[[int], None] | None,
+    cancel: threading.Event | None,
+) -> DumpResult:
+    args = [
+        pg_dump,
+        "--format=plain",
+        "--no-password",
+        f"--snapshot={snapshot}",
+        f"--exclude-schema={CATALOG_SCHEMA}",
+        "--lock-wait-timeout=120000",
+    ]
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_subprocess_env(url),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    errors: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
+    reader.start()
+    digest = hashlib.sha256()
+    counter = CopyCounter()
+    size = 0
+    try:
+        while block := process.stdout.read(CHUNK):
+            if cancel is not None and cancel.is_set():
+                raise SourceError("the backup was cancelled while dumping the database")
+            spool.write(block)
+            digest.update(block)
+            counter.feed(block)
+            size += len(block)
+            if on_progress is not None:
+                on_progress(len(block))
+    finally:
+        if process.poll() is None and (cancel is not None and cancel.is_set()):
+            process.kill()
+        code = process.wait()
+        reader.join(timeout=10)
+    if code != 0:
+        raise SourceError(f"pg_dump failed (exit {code}): {_tail(errors)}")
+    return DumpResult(size=size, sha256=digest.hexdigest(), tables=counter.tables)
+
+
+CLEAN_SQL = r"""
+SET client_min_messages = warning;
+DO $nexus$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT evtname FROM pg_event_trigger LOOP
+    EXECUTE format('DROP EVENT TRIGGER %I', r.evtname);
+  END LOOP;
+  FOR r IN SELECT pubname FROM pg_publication LOOP
+    EXECUTE format('DROP PUBLICATION %I', r.pubname);
+  END LOOP;
+  FOR r IN SELECT e.extname FROM pg_extension e WHERE e.extname <> 'plpgsql' LOOP
+    EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+  END LOOP;
+  FOR r IN SELECT srvname FROM pg_foreign_server LOOP
+    EXECUTE format('DROP SERVER IF EXISTS %I CASCADE', r.srvname);
+  END LOOP;
+  FOR r IN SELECT fdwname FROM pg_foreign_data_wrapper LOOP
+    EXECUTE format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', r.fdwname);
+  END LOOP;
+  FOR r IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public', 'nexus_backup')
+             AND nspname NOT LIKE 'pg\_%' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
+  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
+  DROP SCHEMA IF EXISTS public CASCADE;
+  CREATE SCHEMA public;
+  IF current_setting('server_version_num')::int >= 150000 THEN
+    ALTER SCHEMA public OWNER TO pg_database_owner;
+    GRANT USAGE ON SCHEMA public TO PUBLIC;
+  ELSE
+    EXECUTE format('ALTER SCHEMA public OWNER TO %s', 10::regrole);
+    GRANT ALL ON SCHEMA public TO PUBLIC;
+  END IF;
+  COMMENT ON SCHEMA public IS 'standard public schema';
+END
+$nexus$;
+RESET client_min_messages;
+"""
+
+MARKER_SQL = """
+CREATE SCHEMA IF NOT EXISTS nexus_backup;
+CREATE TABLE IF NOT EXISTS nexus_backup.restore_commit (
+  restore_id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO nexus_backup.restore_commit (restore_id) VALUES ('{restore_id}');
+"""
+
+
+class DatabaseRestore:
+    """psql holding one transaction: clean, load database.sql, then commit or roll back.
+
+    The transaction also records the restore id in nexus_backup.restore_commit, so a restore
+    interrupted between the uploads swap and the commit can tell afterwards which happened.
+    """
+
+    APPLIED = "NEXUS-BACKUP-APPLIED"
+    COMMITTED = "NEXUS-BACKUP-COMMITTED"
+
+    def __init__(self, url: str, settings: Settings, sql_path: Path, restore_id: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", restore_id):
+            raise ValueError("restore id must be alphanumeric")
+        self._url = url
+        self._settings = settings
+        self._sql_path = sql_path
+        self._restore_id = restore_id
+        self._process: asyncio.subprocess.Process | None = None
+        self._errors: list[bytes] = []
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    async def apply(self) -> None:
+        """Run everything up to, not including, COMMIT. Raises SourceError if psql fails."""
+        conn = await connect(self._url)
+        try:
+            major, _ = await server_version(conn)
+        finally:
+            await conn.close()
+        psql = find_tool("psql", self._settings, major)
+        self._process = await asyncio.create_subprocess_exec(
+            psql,
+            "-X",
+            "-q",
+            "--no-password",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=terse",
+            "-o",
+            os.devnull,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_subprocess_env(self._url),
+        )
+        self._stderr_task = asyncio.create_task(self._read_stderr())
+        path = str(self._sql_path).replace("\\", "\\\\").replace("'", "\\'")
+        script = (
+            "BEGIN;\n"
+            + CLEAN_SQL
+            + f"\\i '{path}'\n"
+            + MARKER_SQL.format(restore_id=self._restore_id)
+            + f"\\echo {self.APPLIED}\n"
+        )
+        await self._send(script)
+        await self._expect(self.APPLIED, "loading database.sql")
+
+    async def commit(self) -> None:
+        await self._send(f"COMMIT;\n\\echo {self.COMMITTED}\n\\q\n")
+        await self._expect(self.COMMITTED, "committing the restore")
+        await self._finish()
+
+    async def rollback(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self._send("ROLLBACK;\n\\q\n")
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        await self._finish(check=False)
+
+    async def _send(self, text: str) -> None:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        self._process.stdin.write(text.encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await self._process.stdin.drain()  # if psql stopped, _expect reports why
+
+    async def _expect(self, marker: str, doing: str) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        while True:
+            line = await self._process.stdout.readline()
+            if not line:
+                code = await self._process.wait()
+                if self._stderr_task is not None:
+                    await self._stderr_task
+                raise SourceError(f"psql failed while {doing} (exit {code}): {_tail(self._errors)}")
+            if line.decode(errors="replace").strip() == marker:
+                return
+
+    async def _read_stderr(self) -> None:
+        assert self._process is not None
+        assert self._process.stderr is not None
+        async for line in self._process.stderr:
+            self._errors.append(line)
+            if len(self._errors) > 200:
+                del self._errors[0]
+
+    async def _finish(self, check: bool = True) -> None:
+        if self._process is None:
+            return
+        code = await self._process.wait()
+        if self._stderr_task is not None:
+            await self._stderr_task
+        if check and code != 0:
+            raise SourceError(f"psql exited with {code}: {_tail(self._errors)}")
+
+
+async def restore_committed(url: str, restore_id: str) -> bool:
+    """Whether the database transaction of restore `restore_id` committed."""
+    conn = await connect(url)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('nexus_backup.restore_commit')")
+        if exists is None:
+            return False
+        found = await conn.fetchval(
+            "SELECT 1 FROM nexus_backup.restore_commit WHERE restore_id = $1", restore_id
+        )
+        return found is not None
+    finally:
+        await conn.close()
+
+
+async def table_row_counts(url: str) -> dict[str, int]:
+    """Exact row counts of every table of the app (not the catalog), for dry runs."""
+    conn = await connect(url)
+    try:
+        tables: list[Any] = await conn.fetch(
+            """
+            SELECT n.nspname, c.relname FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+              AND n.nspname NOT LIKE 'pg\\_%'
+            ORDER BY 1, 2
+            """,
+            CATALOG_SCHEMA,
+        )
+        counts: dict[str, int] = {}
+        for schema, table in tables:
+            quoted = '"{}"."{}"'.format(schema.replace('"', '""'), table.replace('"', '""'))
+            counts[f"{schema}.{table}"] = int(await conn.fetchval(f"SELECT count(*) FROM {quoted}"))
+        return counts
+    finally:
+        await conn.close()

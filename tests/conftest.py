@@ -1,0 +1,188 @@
+"""Shared fixtures: one throwaway PostgreSQL cluster per test session (root-safe), a demo
+template database, and per-test application databases, uploads trees and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from api.config import Settings
+from api.demo import seed_demo
+from api.embedded import LocalCluster
+from api.services import Services, open_services
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "demo_template"
+
+
+def _scratch(prefix: str) -> Path:
+    # As root the cluster runs as `postgres`, which cannot enter pytest's 0700 tmp folders.
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    folder = _scratch("nexus-test-pg-")
+    pg = LocalCluster(folder)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_uploads(cluster: LocalCluster) -> Iterator[Path]:
+    folder = _scratch("nexus-test-uploads-")
+    url = cluster.create_database(TEMPLATE)
+    asyncio.run(seed_demo(url, folder / "uploads", clients=60))
+    yield folder / "uploads"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class App:
+    """One application under test: its database, uploads folder, backup folder, settings."""
+
+    cluster: LocalCluster
+    database: str
+    url: str
+    uploads: Path
+    backups: Path
+    root: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": self.url,
+            "uploads_dir": self.uploads,
+            "backup_dir": self.backups,
+            "app_version": "1.0.0",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(
+            DATABASE_URL=self.url,
+            UPLOADS_DIR=str(self.uploads),
+            BACKUP_DIR=str(self.backups),
+            APP_VERSION="1.0.0",
+        )
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run `python -m api ARGS` the way an operator would."""
+        result = subprocess.run(
+            [sys.executable, "-m", "api", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"nexus-backup {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def sql(self, query: str) -> str:
+        return self.cluster.psql(self.database, query)
+
+
+_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def app(cluster: LocalCluster, template_uploads: Path, tmp_path: Path) -> Iterator[App]:
+    """A fresh copy of the demo application: database from the template, uploads copied."""
+    name = f"app_{os.getpid()}_{next(_counter)}"
+    url = cluster.create_database(name, template=TEMPLATE)
+    uploads = tmp_path / "data" / "uploads"
+    shutil.copytree(template_uploads, uploads, copy_function=shutil.copy2)
+    shutil.copystat(template_uploads, uploads)
+    backups = tmp_path / "backups"
+    try:
+        yield App(cluster, name, url, uploads, backups, tmp_path)
+    finally:
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+async def services(app: App) -> AsyncIterator[Services]:
+    opened = await open_services(app.settings())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every file and folder below root: (kind, mode, mtime_ns[, sha256]) by relative path."""
+    state: dict[str, tuple[object, ...]] = {}
+    root_info = os.lstat(root)
+    state["."] = ("dir", stat.S_IMODE(root_info.st_mode), root_info.st_mtime_ns)
+    for folder, dirs, files in os.walk(os.fsencode(root)):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.fsdecode(os.path.relpath(path, os.fsencode(root)))
+            info = os.lstat(path)
+            if stat.S_ISDIR(info.st_mode):
+                state[rel] = ("dir", stat.S_IMODE(info.st_mode), info.st_mtime_ns)
+            elif stat.S_ISLNK(info.st_mode):
+                state[rel] = ("link", os.readlink(path))
+            else:
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                state[rel] = ("file", stat.S_IMODE(info.st_mode), info.st_mtime_ns, digest)
+    return state
+
+
+def database_state(app: App) -> tuple[str, str]:
+    """(schema, data) of the app database as pg_dump prints them, catalog excluded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = app.cluster.password
+
+    def dump(*flags: str) -> str:
+        output = subprocess.run(
+            [
+                str(app.cluster.bin("pg_dump")),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(app.cluster.port),
+                "-U",
+                "nexus",
+                "--exclude-schema=nexus_backup",
+                *flags,
+                app.database,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        # \restrict keys are random per dump; they are not part of the database.
+        return "\n".join(
+            line
+            for line in output.splitlines()
+            if not line.startswith(("\\restrict", "\\unrestrict"))
+        )
+
+    return dump("--schema-only"), dump("--data-only")
