@@ -33,7 +33,9 @@ def _check_postgres_url(name: str, value: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", hide_input_in_errors=True, env_ignore_empty=True
+    )
 
     database_url: SecretStr | None = Field(default=None)
     catalog_database_url: SecretStr | None = Field(default=None)

@@ -487,3 +487,55 @@ def test_password_never_reaches_output_logs_or_archive(app: App) -> None:
     assert password.encode() not in gzip.decompress(path.read_bytes())
     failed = app.cli("restore", "nothing-like-this", "--yes", check=False)
     assert password not in failed.stdout + failed.stderr
+
+
+def test_odd_file_names_modes_and_empty_folders_round_trip(app: App) -> None:
+    odd = os.fsencode(app.uploads) + b"/caf\xe9-\xff-not-utf8.bin"
+    with open(odd, "wb") as handle:
+        handle.write(b"latin-1 name")
+    deep = app.uploads
+    for n in range(5):
+        deep = deep / (f"{n}" + "d" * 240)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 250)).write_bytes(b"deep")
+    (app.uploads / "empty-folder").mkdir()
+    private = app.uploads / "private.txt"
+    private.write_text("secret-ish")
+    os.chmod(private, 0o600)
+    os.utime(private, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    before = tree_state(app.uploads)
+
+    app.cli("backup", "odd")
+    shutil.rmtree(app.uploads)
+    app.uploads.mkdir()
+    app.cli("restore", "odd", "--yes")
+
+    assert tree_state(app.uploads) == before
+
+
+def test_symlinks_in_uploads_are_not_followed(app: App) -> None:
+    (app.uploads / "passwd-link").symlink_to("/etc/passwd")
+    (app.uploads / "etc-link").symlink_to("/etc")
+    path = Path(app.cli("backup", "links").stdout.strip())
+    with tarfile.open(path, "r:gz") as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert not any("link" in name for name in names)
+    assert sorted(manifest["uploads"]["skipped"]) == ["etc-link", "passwd-link"]
+
+
+def test_catalog_migrations_are_reversible(app: App) -> None:
+    app.cli("migrate")
+    app.cli("migrate", "--downgrade", "base")
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'nexus_backup'"
+    assert app.sql(tables).strip() == "1"  # only alembic_version is left
+    app.cli("migrate")
+    assert int(app.sql(tables)) >= 6
+
+
+def test_settings_are_read_from_a_dotenv_file(app: App) -> None:
+    (app.root / ".env").write_text(
+        f"DATABASE_URL={app.url}\nUPLOADS_DIR={app.uploads}\nBACKUP_DIR={app.backups}\n"
+    )
+    result = app.cli("backup", "from-dotenv", DATABASE_URL="", UPLOADS_DIR="", BACKUP_DIR="")
+    assert Path(result.stdout.strip()) == app.backups / "from-dotenv.tar.gz"

@@ -265,6 +265,12 @@ async def _run(
 
     if not uploads_dir.parent.is_dir():
         raise BadRequest(f"the parent folder of UPLOADS_DIR ({uploads_dir.parent}) does not exist")
+    if uploads_dir.is_dir() and os.path.ismount(uploads_dir):
+        raise BadRequest(
+            f"UPLOADS_DIR {uploads_dir} is a mount point, so the restored tree cannot be swapped "
+            "in atomically beside it: mount the volume one level up (its parent folder) and set "
+            "UPLOADS_DIR to a folder inside it"
+        )
     staging = Staging(uploads_dir.parent / f".{uploads_dir.name}.restore-{record.id}")
     try:
         verified = await asyncio.to_thread(
