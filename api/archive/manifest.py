@@ -120,6 +120,9 @@ def check_v1(manifest: Manifest, members: dict[str, MemberDigest]) -> list[str]:
         manifest.database.path: ("file", manifest.database.size, manifest.database.sha256)
     }
     for entry in manifest.files:
+        listed = expected.get(entry.path)
+        if listed is not None and listed != ("file", entry.size, entry.sha256):
+            problems.append(f"manifest lists {entry.path!r} twice, with different sizes or hashes")
         expected[entry.path] = ("file", entry.size, entry.sha256)
     for directory in manifest.directories:
         expected[directory.path] = ("dir", None, None)
@@ -159,8 +162,8 @@ def seed_checksums(data: dict[str, Any]) -> dict[str, str]:
     checksums = data.get("checksums")
     if isinstance(checksums, dict):
         for key, value in checksums.items():
-            if not isinstance(value, str):
-                continue
+            if not isinstance(value, str) or not value.split():
+                raise ValueError(f"manifest.json has an empty or non-text checksum for {key!r}")
             digest = value.split()[0].lower().removeprefix("sha256:")
             name = DATABASE_NAME if key in ("database", "db", "database.sql") else str(key)
             found[name.removeprefix("./")] = digest

@@ -150,6 +150,8 @@ def read_archive(
                 bufsize=CHUNK,
             ) as tar:
                 for info in tar:
+                    if info.isdir() and info.name.strip("/") in ("", "."):
+                        continue  # the root entry `tar czf X -C folder .` writes
                     try:
                         name = clean_member_name(info.name)
                     except ValueError as error:
@@ -276,7 +278,10 @@ def _check_seed(result: VerifiedArchive, data: dict[str, Any]) -> None:
         raise ArchiveError(
             f"{result.path.name} has no database.sql: it is not a GK-Nexus backup archive"
         )
-    checksums = seed_checksums(data)
+    try:
+        checksums = seed_checksums(data)
+    except ValueError as error:
+        raise ArchiveError(f"{result.path.name}: {error}") from None
     for name, expected in checksums.items():
         member = result.members.get(name)
         if member is None:

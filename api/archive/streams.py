@@ -80,9 +80,8 @@ class HashingReader(io.RawIOBase):
 def compressor(target: BinaryIO, compression: Compression) -> BinaryIO:
     """A writer that compresses into `target`; closing it finishes the stream, not `target`."""
     if compression is Compression.zstd:
-        writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(
-            target, closefd=False
-        )
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+        writer = compressor.stream_writer(target, closefd=False)
         return cast(BinaryIO, writer)
     return cast(
         BinaryIO, gzip.GzipFile(fileobj=target, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
@@ -97,12 +96,44 @@ def detect_compression(head: bytes) -> Compression:
     raise ValueError("not a .tar.gz or .tar.zst archive (unknown file signature)")
 
 
+class ZstdReader(io.RawIOBase):
+    """Decompresses zstd frames one after another; a stream that ends inside a frame raises
+    EOFError (zstandard's own stream reader reports a clean end instead)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            data = self._source.read(CHUNK)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ends in the middle of a frame")
+                return 0
+            while data:
+                self._in_frame = True
+                self._pending += self._frame.decompress(data)
+                if not self._frame.eof:
+                    break
+                data = self._frame.unused_data
+                self._frame = self._decompressor.decompressobj()
+                self._in_frame = False
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
 def decompressor(source: BinaryIO, compression: Compression) -> BinaryIO:
     if compression is Compression.zstd:
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            source, read_across_frames=True, closefd=False
-        )
-        return cast(BinaryIO, reader)
+        return cast(BinaryIO, io.BufferedReader(ZstdReader(source), CHUNK))
     return cast(BinaryIO, gzip.GzipFile(fileobj=source, mode="rb"))
 
 

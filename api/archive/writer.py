@@ -100,9 +100,10 @@ class ArchiveWriter:
         info.size = size
         info.mode = mode & 0o7777
         info.mtime = mtime_ns // 1_000_000_000
-        seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+        seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
         if nanos:
-            info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+            sign = "-" if mtime_ns < 0 else ""
+            info.pax_headers = {"mtime": f"{sign}{seconds}.{nanos:09d}"}
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info

@@ -63,10 +63,10 @@ def libpq_env(url: str) -> dict[str, str]:
 def redact(url: str) -> str:
     """The URL with its password replaced, for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1))
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return parts._replace(query=query).geturl()
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -96,7 +96,8 @@ def _walk(folder_fd: int, rel: bytes, skipped: list[str]) -> Iterator[UploadEntr
 
 def open_file(entry: UploadEntry) -> tuple[int, os.stat_result]:
     """Open a file of the walk without following a link planted since it was listed."""
-    fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=entry.parent_fd)
+    # O_NONBLOCK: a FIFO planted since the walk must not block the backup (no effect on files).
+    fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=entry.parent_fd)
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
