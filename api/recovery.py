@@ -38,8 +38,9 @@ async def recover(services: Services) -> list[str]:
 
 
 async def _recover(services: Services) -> list[str]:
-    notes: list[str] = []
     folder = services.settings.backup_dir
+    # Journals first: whether an interrupted restore committed decides what its record says.
+    notes, outcomes = await restores.recover(services)
     async with transaction(services.sessions) as session:
         stale = (
             (
@@ -83,23 +84,34 @@ async def _recover(services: Services) -> list[str]:
             .all()
         )
         for restore in restoring:
-            restore.status = "failed"
-            restore.error_message = INTERRUPTED
             restore.phase = None
             restore.completed_at = now()
+            committed = outcomes.get(restore.id, False)
+            if committed and not services.settings.post_restore_command:
+                restore.status, restore.error_message = "completed", None
+                note = "its process stopped after the commit; recovery finished it"
+            elif committed:
+                restore.status = "failed"
+                restore.error_message = (
+                    "the database and uploads WERE restored (recovery finished the restore after "
+                    "its process stopped), but POST_RESTORE_COMMAND did not run: run it by hand"
+                )
+                note = restore.error_message
+            else:
+                restore.status, restore.error_message = "failed", INTERRUPTED
+                note = "marked failed; nothing was changed"
             await audit.record(
                 session,
                 "system",
                 "restore.run",
                 restore.archive_path,
-                "failed",
-                {"id": restore.id, "error": INTERRUPTED},
+                restore.status,
+                {"id": restore.id, "error": restore.error_message},
             )
-            notes.append(f"restore {restore.id} was interrupted: marked failed")
+            notes.append(f"restore {restore.id} was interrupted: {note}")
     if folder.is_dir():
         for leftover in folder.glob(f".*{PARTIAL_MARK}*"):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
             notes.append(f"removed partial file {leftover.name}")
-    notes.extend(await restores.recover(services))
     return notes

@@ -7,6 +7,7 @@ run against the real cluster and the real uploads tree, and recovery runs as it 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from api.locks import MUTATION_LOCK, MutationLock
 from api.recovery import recover
 from api.restores import swap
 from api.services import Services
+from api.sources import postgres
 from api.sources.postgres import DatabaseRestore, restore_committed
 from tests.conftest import App, database_state, tree_state
 
@@ -35,9 +37,6 @@ RANDOM_MB = 32  # per file; two of them make the archive write take a few second
 # alembic.ini has no `path_separator`, so Alembic >= 1.16 warns on every in-process catalog
 # migration (the `services` fixture). That is a configuration defect reported separately; it
 # is not what these tests are about, so it must not turn their setup into an error.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:No path_separator found in configuration:DeprecationWarning"
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +107,7 @@ def _poll(
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"the backup ended (exit {process.returncode}) before {what}")
+            pytest.fail(f"the process ended (exit {process.returncode}) before {what}")
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
@@ -196,7 +195,7 @@ def test_kill_during_backup_leaves_earlier_backup_intact_and_is_recovered(
 
 
 # ---------------------------------------------------------------------------------------------
-# 2./3. a restore interrupted around its commit point is undone or finished (invariant 4
+# 2./3. a restore interrupted around its commit point is undone or finished (invariant 4)
 
 
 CHANGES_SQL = """
@@ -221,6 +220,11 @@ class _Restore:
         self.journal: swap.Journal | None = None
 
     async def up_to_swap(self) -> None:
+        self.app.sql(  # the runner's record of the restore; recovery marks what it finds
+            "INSERT INTO nexus_backup.system_restore (id, archive_path, status, phase, dry_run, "
+            f"forced, requested_by, started_at, created_at) VALUES ('{self.id}', "
+            f"'{self.archive}', 'in_progress', 'restoring', false, false, 'cli', now(), now())"
+        )
         verified = read_archive(
             self.archive,
             expected_sha256=read_sidecar(self.archive),
@@ -256,8 +260,23 @@ class _Restore:
     def journal_file(self) -> Path:
         return swap.journal_path(self.app.backups, self.id)
 
+    def record(self) -> tuple[str, str]:
+        status, _, message = (
+            self.app.sql(
+                "SELECT status || '|' || coalesce(error_message, '') "
+                f"FROM nexus_backup.system_restore WHERE id = '{self.id}'"
+            )
+            .strip()
+            .partition("|")
+        )
+        return status, message
 
-async def _prepare_restore(app: App, services: Services):  # type: ignore[no-untyped-def]
+
+State = tuple[dict[str, tuple[object, ...]], tuple[str, str]]  # (uploads tree, database)
+
+
+def _prepare_restore(app: App) -> tuple[Path, State, State]:
+    """Back up, then change the live data; return (archive, state at backup, live state)."""
     archive = Path(app.cli("backup", "base", "--quiet").stdout.strip())
     at_backup = (tree_state(app.uploads), database_state(app))
     app.sql(CHANGES_SQL)
@@ -272,7 +291,7 @@ async def _prepare_restore(app: App, services: Services):  # type: ignore[no-unt
 async def test_restore_killed_before_commit_is_undone_by_recovery(
     app: App, services: Services
 ) -> None:
-    archive, at_backup, live = await _prepare_restore(app, services)
+    archive, at_backup, live = _prepare_restore(app)
     restore = _Restore(app, services, archive)
     await restore.up_to_swap()
     assert restore.journal_file.exists(), "the swap happened without a journal"
@@ -287,12 +306,15 @@ async def test_restore_killed_before_commit_is_undone_by_recovery(
     assert database_state(app) == live[1], "the database changed although nothing committed"
     assert not restore.journal_file.exists(), "recovery kept the journal"
     assert not restore.staging.root.exists(), "recovery left the staging folder behind"
+    status, message = restore.record()
+    assert status == "failed"
+    assert "interrupted" in message
 
 
 async def test_restore_killed_after_commit_is_finished_by_recovery(
     app: App, services: Services
 ) -> None:
-    archive, at_backup, _live = await _prepare_restore(app, services)
+    archive, at_backup, _live = _prepare_restore(app)
     restore = _Restore(app, services, archive)
     await restore.up_to_swap()
     assert restore.database is not None
@@ -308,6 +330,96 @@ async def test_restore_killed_after_commit_is_finished_by_recovery(
     assert database_state(app) == at_backup[1], "recovery did not keep the restored database"
     assert not restore.journal_file.exists(), "recovery kept the journal"
     assert not restore.staging.root.exists(), "recovery kept the old uploads tree"
+
+
+async def test_restore_finished_by_recovery_is_not_recorded_as_a_plain_failure(
+    app: App, services: Services
+) -> None:
+    archive, at_backup, _live = _prepare_restore(app)
+    restore = _Restore(app, services, archive)
+    await restore.up_to_swap()
+    assert restore.database is not None
+    await restore.database.commit()
+    await restore.crash()
+
+    await recover(services)
+
+    assert (tree_state(app.uploads), database_state(app)) == at_backup
+    status, message = restore.record()
+    # The database and the uploads ARE the backup's now; the record must not say otherwise.
+    assert status == "completed" or "restored" in message, (status, message)
+
+
+async def test_restore_whose_commit_is_still_in_flight_is_never_left_mixed(
+    app: App, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the process right after it sent COMMIT: psql, its child, lives on.
+
+    SIGSTOP holds psql before it reads the COMMIT (as a slow COMMIT would, e.g. waiting for a
+    synchronous standby), so recovery runs while the commit is still to come.
+    """
+    # Recovery waits this long for the orphaned session before it terminates it.
+    monkeypatch.setattr(postgres, "SESSION_WAIT_SECONDS", 2.0)
+    archive, at_backup, live = _prepare_restore(app)
+    restore = _Restore(app, services, archive)
+    await restore.up_to_swap()
+    assert restore.database is not None
+    process = restore.database._process
+    assert process is not None
+    assert process.stdin is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        process.stdin.write(b"COMMIT;\n\\q\n")  # what commit() sends; then the runner dies
+        await process.stdin.drain()
+        await recover(services)  # the next start, while psql has not yet run the COMMIT
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # psql either ran the COMMIT first or found its session terminated by recovery.
+    await asyncio.wait_for(process.wait(), timeout=60)
+    await restore.crash()
+
+    state = (tree_state(app.uploads), database_state(app))
+    assert state in (live, at_backup), (
+        "after recovery the uploads are "
+        + ("as before" if state[0] == live[0] else "the backup's")
+        + " but the database is "
+        + ("as before" if state[1] == live[1] else "the backup's")
+    )
+
+
+def test_restore_killed_during_its_safety_backup_changes_nothing(app: App, tmp_path: Path) -> None:
+    """kill -9 of `restore --yes` while it writes the pre_restore backup, then the next start."""
+    archive = Path(app.cli("backup", "base", "--quiet").stdout.strip())
+    app.sql(CHANGES_SQL)
+    (app.uploads / "added-after-backup.txt").write_text("not in the backup\n")
+    live = (tree_state(app.uploads), database_state(app))
+    base = {path: _fingerprint(path) for path in app.backups.iterdir()}
+
+    process = _popen_cli(app, "restore", str(archive), "--yes", "--quiet", log=tmp_path / "r.log")
+    _poll(
+        lambda: any(name.startswith(".pre-restore-") for name in _partials(app.backups)),
+        process,
+        timeout=60,
+        what="the pre_restore backup to start writing",
+    )
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert (tree_state(app.uploads), database_state(app)) == live
+
+    _wait_lock_free(app)
+    rows = _list_json(app)  # recovery
+    (safety,) = [row for row in rows.values() if row["type"] == "pre_restore"]
+    assert safety["status"] == "failed"
+    assert "interrupted" in str(safety["errorMessage"])
+    restores = app.sql(
+        "SELECT status || '|' || coalesce(error_message, '') FROM nexus_backup.system_restore"
+    ).splitlines()
+    assert len(restores) == 1
+    assert restores[0].startswith("failed|interrupted")
+    assert (tree_state(app.uploads), database_state(app)) == live, "a killed restore changed data"
+    assert {path: _fingerprint(path) for path in app.backups.iterdir()} == base
+    staging = [p.name for p in app.uploads.parent.iterdir() if ".restore-" in p.name]
+    assert staging == [], "recovery left the restore's staging folder"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,11 +483,8 @@ def test_two_backups_started_together_one_runs_one_is_refused(app: App, tmp_path
     deadline = time.monotonic() + 120
     while any(p.poll() is None for p in processes.values()):
         assert time.monotonic() < deadline, "the backups never finished"
-        being_written = {
-            name.split(".")[1]
-            for name in _partials(app.backups)
-            if name.startswith(".") and ".tar.gz" + PARTIAL_MARK in name
-        }
+        # .left.database.sql.partial-*, .left.tar.gz.partial-*: which backups are writing
+        being_written = {name[1:].split(".")[0] for name in _partials(app.backups)}
         if len(being_written) > 1:
             writing_at_once.add(tuple(sorted(being_written)))
         time.sleep(0.01)

@@ -447,15 +447,20 @@ def _sha256_of(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-async def recover(services: Services) -> list[str]:
-    """Finish or undo interrupted uploads swaps (journals), then drop leftover staging folders."""
+async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
+    """Finish or undo interrupted uploads swaps (journals), then drop leftover staging folders.
+
+    Returns notes for the log and, by restore id, whether each interrupted restore committed.
+    """
     notes: list[str] = []
+    outcomes: dict[str, bool] = {}
     folder = services.settings.backup_dir
     if not folder.is_dir():
-        return notes
+        return notes, outcomes
     url = services.settings.require_database_url()
     for journal in swapper.journals(folder):
         committed = await postgres.restore_committed(url, journal.restore_id)
+        outcomes[journal.restore_id] = committed
         if committed:
             if not swapper.is_swapped(journal):
                 swapper.swap_in(journal, folder)
@@ -472,4 +477,4 @@ async def recover(services: Services) -> list[str]:
         for leftover in uploads_dir.parent.glob(f".{uploads_dir.name}.restore-*"):
             shutil.rmtree(leftover, ignore_errors=True)
             notes.append(f"removed leftover staging folder {leftover}")
-    return notes
+    return notes, outcomes

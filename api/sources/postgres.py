@@ -449,12 +449,13 @@ class DatabaseRestore:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=_subprocess_env(self._url),
+            env={**_subprocess_env(self._url), "PGAPPNAME": restore_session_name(self._restore_id)},
         )
         self._stderr_task = asyncio.create_task(self._read_stderr())
         path = str(self._sql_path).replace("\\", "\\\\").replace("'", "\\'")
         script = (
             "BEGIN;\n"
+            + f"SELECT pg_advisory_xact_lock(hashtextextended('{self._restore_id}', 0));\n"
             + CLEAN_SQL
             + f"\\i '{path}'\n"
             + MARKER_SQL.format(restore_id=self._restore_id)
@@ -519,10 +520,38 @@ class DatabaseRestore:
             raise SourceError(f"psql exited with {code}: {_tail(self._errors)}")
 
 
-async def restore_committed(url: str, restore_id: str) -> bool:
-    """Whether the database transaction of restore `restore_id` committed."""
+def restore_session_name(restore_id: str) -> str:
+    return f"nexus-restore-{restore_id}"[:63]
+
+
+SESSION_WAIT_SECONDS = 30.0
+
+
+async def restore_committed(
+    url: str, restore_id: str, *, wait_seconds: float | None = None
+) -> bool:
+    """Whether the database transaction of restore `restore_id` committed, once it has ended.
+
+    The restore's psql holds an advisory lock keyed by the restore id for its whole transaction.
+    Its session may outlive a killed parent (a COMMIT may still be in flight), so this first
+    waits for that lock; if the session does not end in time, it is terminated, which ends
+    its transaction one way or the other before the marker is read.
+    """
+    wait_seconds = SESSION_WAIT_SECONDS if wait_seconds is None else wait_seconds
     conn = await connect(url)
     try:
+        key = "SELECT hashtextextended($1, 0)"
+        try:
+            await conn.execute(f"SET lock_timeout = '{int(wait_seconds * 1000)}ms'")
+            await conn.execute(f"SELECT pg_advisory_lock(({key}))", restore_id)
+        except asyncpg.LockNotAvailableError:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                restore_session_name(restore_id),
+            )
+            await conn.execute(f"SELECT pg_advisory_lock(({key}))", restore_id)
+        await conn.execute(f"SELECT pg_advisory_unlock(({key}))", restore_id)
         exists = await conn.fetchval("SELECT to_regclass('nexus_backup.restore_commit')")
         if exists is None:
             return False
