@@ -1,0 +1,60 @@
+"""system_backup: one row per backup, whatever started it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.db import Base
+
+BACKUP_TYPES = ("manual", "scheduled", "pre_update", "pre_restore")
+BACKUP_STATUSES = ("pending", "in_progress", "completed", "failed")
+
+
+class SystemBackup(Base):
+    __tablename__ = "system_backup"
+    __table_args__ = (
+        CheckConstraint(f"type IN {BACKUP_TYPES}", name="type"),
+        CheckConstraint(f"status IN {BACKUP_STATUSES}", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    file_path: Mapped[str | None] = mapped_column(Text)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    compression: Mapped[str] = mapped_column(String(10), default="gzip")
+    cloud_path: Mapped[str | None] = mapped_column(Text)
+    cloud_provider: Mapped[str | None] = mapped_column(String(10))
+    is_cloud_synced: Mapped[bool] = mapped_column(Boolean, default=False)
+    table_count: Mapped[int | None] = mapped_column(Integer)
+    record_count: Mapped[int | None] = mapped_column(BigInteger)
+    uploaded_files_count: Mapped[int | None] = mapped_column(Integer)
+    app_version: Mapped[str | None] = mapped_column(String(100))
+    schema_version: Mapped[str | None] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    phase: Mapped[str | None] = mapped_column(String(40))
+    progress_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
+    schedule_id: Mapped[str | None] = mapped_column(
+        ForeignKey("backup_schedule.id", ondelete="SET NULL"), index=True
+    )
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,127 @@
+"""Catalog queries about backups. Plain async functions taking the session first."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.backups.models import BACKUP_TYPES, SystemBackup
+from api.errors import BadRequest, Conflict, NotFound
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.zst", ".tgz")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def default_name(kind: str, at: datetime | None = None) -> str:
+    stamp = (at or now()).strftime("%Y%m%d-%H%M%S")
+    prefix = {"pre_restore": "pre-restore", "pre_update": "pre-update"}.get(kind, "gk-nexus-backup")
+    return f"{prefix}-{stamp}"
+
+
+def check_name(name: str) -> str:
+    """A backup name is also a file name: letters, digits, '.', '_', '-'; no path, no '..'."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise BadRequest(
+            f"invalid backup name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (it becomes the archive's file name)"
+        )
+    return name
+
+
+def check_type(kind: str) -> str:
+    if kind not in BACKUP_TYPES:
+        raise BadRequest(f"invalid backup type {kind!r}: use one of {', '.join(BACKUP_TYPES)}")
+    return kind
+
+
+def check_description(description: str | None) -> str | None:
+    if description is None:
+        return None
+    if len(description) > 2000:
+        raise BadRequest("description is longer than 2000 characters")
+    if any(ord(c) < 32 and c not in "\n\t" for c in description):
+        raise BadRequest("description contains control characters")
+    return description
+
+
+async def get(session: AsyncSession, backup_id: str) -> SystemBackup:
+    backup = await session.get(SystemBackup, backup_id)
+    if backup is None:
+        raise NotFound(f"no backup with id {backup_id}")
+    return backup
+
+
+async def find(session: AsyncSession, ref: str) -> SystemBackup | None:
+    """A catalogued backup by id, unique id prefix (6+ characters), name or archive file name."""
+    candidates = [ref]
+    for suffix in ARCHIVE_SUFFIXES:
+        if ref.endswith(suffix):
+            candidates.append(ref[: -len(suffix)])
+    query = (
+        select(SystemBackup)
+        .where(
+            or_(SystemBackup.id == ref, SystemBackup.name.in_(candidates)),
+            SystemBackup.deleted_at.is_(None),
+        )
+        .order_by((SystemBackup.status == "completed").desc(), SystemBackup.created_at.desc())
+    )
+    found = (await session.execute(query)).scalars().first()
+    if found is not None or len(ref) < 6 or not re.fullmatch(r"[0-9a-f-]+", ref):
+        return found
+    matches = (
+        (await session.execute(select(SystemBackup).where(SystemBackup.id.startswith(ref))))
+        .scalars()
+        .all()
+    )
+    if len(matches) > 1:
+        raise Conflict(f"id prefix {ref} matches {len(matches)} backups; give more characters")
+    return matches[0] if matches else None
+
+
+async def name_taken(session: AsyncSession, name: str) -> bool:
+    query = select(SystemBackup.id).where(
+        SystemBackup.name == name,
+        SystemBackup.status != "failed",
+        SystemBackup.deleted_at.is_(None),
+    )
+    return (await session.execute(query)).first() is not None
+
+
+async def list_backups(
+    session: AsyncSession,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    status: str | None = None,
+    kind: str | None = None,
+    include_deleted: bool = False,
+) -> Sequence[SystemBackup]:
+    query = select(SystemBackup).order_by(SystemBackup.created_at.desc(), SystemBackup.id)
+    if status is not None:
+        query = query.where(SystemBackup.status == status)
+    if kind is not None:
+        query = query.where(SystemBackup.type == kind)
+    if not include_deleted:
+        query = query.where(SystemBackup.deleted_at.is_(None))
+    return (await session.execute(query.limit(limit).offset(offset))).scalars().all()
+
+
+async def running(session: AsyncSession) -> Sequence[SystemBackup]:
+    query = select(SystemBackup).where(SystemBackup.status.in_(("pending", "in_progress")))
+    return (await session.execute(query)).scalars().all()
