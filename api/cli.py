@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -421,11 +422,133 @@ def serve(host: str, port: int) -> None:
         cluster = _run(embedded_demo.start(Path(".data")))
         get_settings.cache_clear()
         settings = get_settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # access_log off: uvicorn would log query strings (signed download links); the app
+        # logs method, path and status itself.
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+@main.group()
+def users() -> None:
+    """Manage the people who may log in to the web page."""
+
+
+@users.command(name="create")
+@click.option("--email", required=True, help="Login email.")
+@click.option("--role", required=True, help="OWNER, GCMC_MANAGER or KAJ_MANAGER (others get 403).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a user (the first admin, for instance)."""
+    from api.audit import service as audit
+    from api.auth import service as auth
+    from api.db import transaction
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+
+    @with_services
+    async def go(services: Services) -> None:
+        async with transaction(services.sessions) as session:
+            user = await auth.create_user(session, email, role, password)
+            await audit.record(
+                session, "cli", "user.create", user.email, "completed", {"role": user.role}
+            )
+        click.echo(f"user {user.email} created with role {user.role}")
+
+    _run(go())
+
+
+@main.group()
+def tokens() -> None:
+    """Manage API tokens for CI scripts and integrations."""
+
+
+@tokens.command(name="create")
+@click.option("--name", required=True, help="What the token is for, e.g. ci-deploy.")
+@click.option("--role", default="OWNER", show_default=True, help="The role the token acts as.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Expire after N days.")
+def tokens_create(name: str, role: str, expires_days: int | None) -> None:
+    """Create a token; it is printed once (on stdout) and stored only as a hash."""
+    from api.audit import service as audit
+    from api.auth import service as auth
+    from api.db import transaction
+
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+
+    @with_services
+    async def go(services: Services) -> None:
+        async with transaction(services.sessions) as session:
+            secret, token = await auth.create_token(session, name, role, "cli", expires)
+            await audit.record(
+                session,
+                "cli",
+                "token.create",
+                token.name,
+                "completed",
+                {"id": token.id, "role": token.role},
+            )
+        click.echo(
+            f"token {token.name} ({token.id}, role {token.role}) created; it is shown only "
+            "once. Use it as: Authorization: Bearer <token>",
+            err=True,
+        )
+        click.echo(secret)
+
+    _run(go())
+
+
+@tokens.command(name="list")
+def tokens_list() -> None:
+    """List tokens (never their secrets)."""
+    from api.auth import service as auth
+    from api.db import transaction
+
+    @with_services
+    async def go(services: Services) -> None:
+        async with transaction(services.sessions) as session:
+            rows = await auth.list_tokens(session)
+        if not rows:
+            click.echo("no tokens: nexus-backup tokens create --name NAME", err=True)
+            return
+        click.echo(
+            f"{'ID':<16}  {'NAME':<24}  {'ROLE':<14}  {'PREFIX':<10}  {'STATE':<8}  LAST USED"
+        )
+        for row in rows:
+            expired = row.expires_at is not None and row.expires_at < datetime.now(UTC)
+            state = "revoked" if row.revoked_at else "expired" if expired else "active"
+            used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+            click.echo(
+                f"{row.id:<16}  {row.name[:24]:<24}  {row.role:<14}  {row.prefix:<10}  "
+                f"{state:<8}  {used}"
+            )
+
+    _run(go())
+
+
+@tokens.command(name="revoke")
+@click.argument("token")
+def tokens_revoke(token: str) -> None:
+    """Revoke a token by id or name; it stops working at once."""
+    from api.audit import service as audit
+    from api.auth import service as auth
+    from api.db import transaction
+
+    @with_services
+    async def go(services: Services) -> None:
+        async with transaction(services.sessions) as session:
+            row = await auth.revoke_token(session, token)
+            await audit.record(
+                session, "cli", "token.revoke", row.name, "completed", {"id": row.id}
+            )
+        click.echo(f"token {row.name} ({row.id}) revoked")
+
+    _run(go())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     post_restore_command: str | None = None
     pg_bin_dir: Path | None = None
     log_level: str = "INFO"
+    nexus_jwt_secret: SecretStr | None = None
+    session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    download_link_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    cookie_secure: bool | None = None
 
     @field_validator("database_url", "catalog_database_url")
     @classmethod

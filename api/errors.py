@@ -17,6 +17,16 @@ class BadRequest(AppError):
     kind = "BadRequest"
 
 
+class Unauthorized(AppError):
+    status_code = 401
+    kind = "Unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    kind = "Forbidden"
+
+
 class NotFound(AppError):
     status_code = 404
     kind = "NotFound"

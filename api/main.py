@@ -1,18 +1,43 @@
-"""create_app(): the FastAPI service. Lifespan opens the catalog, recovers, and closes it."""
+"""create_app(): the FastAPI service. Lifespan opens the catalog, recovers, runs jobs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import __version__, recovery
+from api.audit.router import router as audit_router
+from api.auth.router import router as auth_router
+from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import AppError
+from api.jobs import Jobs
+from api.restores.router import router as restores_router
 from api.services import Services, open_services
+
+log = logging.getLogger("nexus_backup.http")
+_KINDS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "TooLarge",
+    422: "Unprocessable",
+}
+
+
+def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,21 +46,76 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = await open_services(settings or get_settings())
         await recovery.recover(services)
         app.state.services = services
+        app.state.jobs = Jobs(services)
         try:
             yield
         finally:
+            await app.state.jobs.shutdown()
             await services.close()
 
-    app = FastAPI(title="Nexus Backup", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Nexus Backup",
+        version=__version__,
+        lifespan=lifespan,
+        description=(
+            "Backups of the GK-Nexus database and uploads as one verified archive. Every route "
+            "but /health needs `Authorization: Bearer <token>` (nexus-backup tokens create) or "
+            "the session cookie of POST /auth/login (with X-CSRF-Token on changes). Errors are "
+            '`{"error": "<Kind>", "detail": "<what and how to fix>"}`.'
+        ),
+    )
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, error: AppError) -> JSONResponse:
-        return JSONResponse(
-            {"error": error.kind, "detail": error.detail}, status_code=error.status_code
-        )
+        response = _error(error.status_code, error.kind, error.detail)
+        if error.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
-    @app.get("/health", operation_id="health", tags=["health"])
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        parts = []
+        for item in error.errors()[:5]:
+            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "request"
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return _error(422, "Unprocessable", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = error.detail if isinstance(error.detail, str) else "request refused"
+        if error.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}: see /docs"
+        return _error(error.status_code, _KINDS.get(error.status_code, "Error"), detail)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "InternalError", "unexpected server error; the log has the details")
+
+    @app.middleware("http")
+    async def access_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # The path only: query strings may carry a signed download link's signature.
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "%s %s %d %.0fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    @app.get(
+        "/health",
+        operation_id="health",
+        tags=["health"],
+        responses={503: {"description": "The catalog database is unreachable"}},
+    )
     async def health(request: Request) -> JSONResponse:
+        """Liveness and readiness; no authentication, no detail."""
         services: Services = request.app.state.services
         try:
             async with services.engine.connect() as connection:
@@ -44,4 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    app.include_router(auth_router)
+    app.include_router(backups_router)
+    app.include_router(restores_router)
+    app.include_router(audit_router)
     return app

@@ -1,6 +1,7 @@
 """Every catalog table, imported once so that the metadata is complete."""
 
 from api.audit.models import AuditLog
+from api.auth.models import ApiToken, AppUser, AuthSession, CatalogSecret
 from api.backups.models import SystemBackup
 from api.db import Base
 from api.restores.models import SystemRestore
@@ -8,4 +9,14 @@ from api.schedules.models import BackupSchedule
 
 metadata = Base.metadata
 
-__all__ = ["AuditLog", "BackupSchedule", "SystemBackup", "SystemRestore", "metadata"]
+__all__ = [
+    "ApiToken",
+    "AppUser",
+    "AuditLog",
+    "AuthSession",
+    "BackupSchedule",
+    "CatalogSecret",
+    "SystemBackup",
+    "SystemRestore",
+    "metadata",
+]

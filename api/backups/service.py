@@ -6,8 +6,9 @@ import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.backups.models import BACKUP_TYPES, SystemBackup
@@ -125,3 +126,39 @@ async def list_backups(
 async def running(session: AsyncSession) -> Sequence[SystemBackup]:
     query = select(SystemBackup).where(SystemBackup.status.in_(("pending", "in_progress")))
     return (await session.execute(query)).scalars().all()
+
+
+async def count_backups(
+    session: AsyncSession, *, status: str | None = None, kind: str | None = None
+) -> int:
+    query = select(func.count()).select_from(SystemBackup).where(SystemBackup.deleted_at.is_(None))
+    if status is not None:
+        query = query.where(SystemBackup.status == status)
+    if kind is not None:
+        query = query.where(SystemBackup.type == kind)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def get_visible(session: AsyncSession, backup_id: str) -> SystemBackup:
+    """A backup that has not been deleted, or NotFound."""
+    backup = await session.get(SystemBackup, backup_id)
+    if backup is None or backup.deleted_at is not None:
+        raise NotFound(f"no backup with id {backup_id}")
+    return backup
+
+
+def archive_files(backup: SystemBackup) -> list[Path]:
+    if not backup.file_path:
+        return []
+    path = Path(backup.file_path)
+    return [path, path.with_name(path.name + ".sha256")]
+
+
+async def delete(session: AsyncSession, backup: SystemBackup) -> None:
+    """Remove the archive and its sidecar, and mark the record deleted (it stays listed in the
+    audit trail). A running backup cannot be deleted."""
+    if backup.status in ("pending", "in_progress"):
+        raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
+    for path in archive_files(backup):
+        path.unlink(missing_ok=True)
+    backup.deleted_at = now()

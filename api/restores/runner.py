@@ -87,14 +87,14 @@ class RestoreResult:
 
 
 @dataclass
-class _Target:
+class Target:
     path: Path
     backup: SystemBackup | None
     expected_sha256: str | None
     source: str | None
 
 
-async def resolve(services: Services, ref: str) -> _Target:
+async def resolve(services: Services, ref: str) -> Target:
     """An archive path, or the name or id of a catalogued backup, with its expected checksum."""
     path = Path(ref)
     async with transaction(services.sessions) as session:
@@ -122,12 +122,12 @@ async def resolve(services: Services, ref: str) -> _Target:
                 )
             path = Path(backup.file_path)
     if backup is not None and backup.checksum:
-        return _Target(path, backup, backup.checksum, "catalog")
+        return Target(path, backup, backup.checksum, "catalog")
     try:
         sidecar = read_sidecar(path)
     except ValueError as error:
         raise ArchiveError(str(error)) from None
-    return _Target(path, backup, sidecar, "sidecar" if sidecar else None)
+    return Target(path, backup, sidecar, "sidecar" if sidecar else None)
 
 
 def check_version(archive_version: str | None, current: str | None, force: bool) -> str | None:
@@ -152,6 +152,72 @@ def check_version(archive_version: str | None, current: str | None, force: bool)
     return None
 
 
+@dataclass
+class Started:
+    """A restore whose record exists (in_progress) and whose archive is resolved."""
+
+    record: SystemRestore
+    target: Target
+
+
+async def begin(services: Services, request: RestoreRequest, target: Target) -> Started:
+    """Write the in_progress record. The caller holds the mutation lock."""
+    async with transaction(services.sessions) as session:
+        record = SystemRestore(
+            id=backup_service.new_id(),
+            backup_id=target.backup.id if target.backup else None,
+            archive_path=str(target.path.resolve()),
+            status="in_progress",
+            phase="verifying",
+            dry_run=request.dry_run,
+            forced=request.force,
+            requested_by=request.actor,
+            started_at=backup_service.now(),
+            created_at=backup_service.now(),
+        )
+        session.add(record)
+        await audit.record(
+            session,
+            request.actor,
+            "restore.dry_run" if request.dry_run else "restore.start",
+            target.path.name,
+            "started",
+            {"id": record.id},
+            request.client_address,
+        )
+    return Started(record, target)
+
+
+async def execute(
+    services: Services,
+    request: RestoreRequest,
+    started: Started,
+    lock: MutationLock,
+    views: list[ProgressView] | None = None,
+) -> RestoreResult:
+    """Run a begun restore to its end; a failure is recorded (record, audit, log) and raised."""
+    record, target = started.record, started.target
+    try:
+        return await _run(services, request, target, record, lock, Tracker(views))
+    except BaseException as error:
+        reason = error.detail if isinstance(error, AppError) else _unexpected(error)
+        async with transaction(services.sessions) as session:
+            failed = await service.get(session, record.id)
+            failed.status, failed.error_message = "failed", reason
+            failed.completed_at, failed.phase = backup_service.now(), None
+            await audit.record(
+                session,
+                request.actor,
+                "restore.run",
+                target.path.name,
+                "failed",
+                {"id": record.id, "error": reason},
+                request.client_address,
+            )
+        log.error("restore of %s failed: %s", target.path.name, reason)
+        raise
+
+
 async def restore(
     services: Services,
     request: RestoreRequest,
@@ -160,54 +226,12 @@ async def restore(
 ) -> RestoreResult:
     """Restore (or, with dry_run, plan) an archive; raises AppError if it does not happen."""
     target = await resolve(services, request.archive)
-    own = lock is None
     held = await backups.acquire(services) if lock is None else lock
     try:
-        async with transaction(services.sessions) as session:
-            record = SystemRestore(
-                id=backup_service.new_id(),
-                backup_id=target.backup.id if target.backup else None,
-                archive_path=str(target.path.resolve()),
-                status="in_progress",
-                phase="verifying",
-                dry_run=request.dry_run,
-                forced=request.force,
-                requested_by=request.actor,
-                started_at=backup_service.now(),
-                created_at=backup_service.now(),
-            )
-            session.add(record)
-            await audit.record(
-                session,
-                request.actor,
-                "restore.dry_run" if request.dry_run else "restore.start",
-                target.path.name,
-                "started",
-                {"id": record.id},
-                request.client_address,
-            )
-        try:
-            result = await _run(services, request, target, record, held, Tracker(views))
-        except BaseException as error:
-            reason = error.detail if isinstance(error, AppError) else _unexpected(error)
-            async with transaction(services.sessions) as session:
-                failed = await service.get(session, record.id)
-                failed.status, failed.error_message = "failed", reason
-                failed.completed_at, failed.phase = backup_service.now(), None
-                await audit.record(
-                    session,
-                    request.actor,
-                    "restore.run",
-                    target.path.name,
-                    "failed",
-                    {"id": record.id, "error": reason},
-                    request.client_address,
-                )
-            log.error("restore of %s failed: %s", target.path.name, reason)
-            raise
-        return result
+        started = await begin(services, request, target)
+        return await execute(services, request, started, held, views)
     finally:
-        if own:
+        if lock is None:
             await held.release()
 
 
@@ -228,7 +252,7 @@ async def _set_phase(services: Services, restore_id: str, phase: str) -> None:
 async def _run(
     services: Services,
     request: RestoreRequest,
-    target: _Target,
+    target: Target,
     record: SystemRestore,
     lock: MutationLock,
     tracker: Tracker,

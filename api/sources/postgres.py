@@ -520,6 +520,38 @@ class DatabaseRestore:
             raise SourceError(f"psql exited with {code}: {_tail(self._errors)}")
 
 
+async def load_sql(url: str, settings: Settings, sql_path: Path) -> None:
+    """psql -f database.sql into `url` in one transaction (a scratch database, for deep verify)."""
+    conn = await connect(url)
+    try:
+        major, _ = await server_version(conn)
+    finally:
+        await conn.close()
+    psql = find_tool("psql", settings, major)
+    process = await asyncio.create_subprocess_exec(
+        psql,
+        "-X",
+        "-q",
+        "--no-password",
+        "--single-transaction",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        "VERBOSITY=terse",
+        "-o",
+        os.devnull,
+        "-f",
+        str(sql_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=_subprocess_env(url),
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise SourceError(f"psql exited with {process.returncode}: {_tail([stderr])}")
+
+
 def restore_session_name(restore_id: str) -> str:
     return f"nexus-restore-{restore_id}"[:63]
 

@@ -1,0 +1,91 @@
+"""/auth: log in (HttpOnly session cookie), log out, who am I."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.audit import service as audit
+from api.auth import service
+from api.auth.models import ADMIN_ROLES
+from api.auth.schemas import LoginIn, MeOut
+from api.db import transaction
+from api.deps import (
+    SESSION_COOKIE,
+    AdminDep,
+    ServicesDep,
+    SessionDep,
+    client_address,
+)
+from api.errors import Forbidden, Unauthorized
+from api.schemas import errors
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post(
+    "/login", operation_id="auth_login", response_model=MeOut, responses=errors(401, 403, 422)
+)
+async def login(
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    services: ServicesDep,
+) -> MeOut:
+    """Check email and password; set an HttpOnly, SameSite=Strict session cookie."""
+    client = client_address(request)
+    user = await service.authenticate_password(session, body.email, body.password)
+    if user is None or user.role not in ADMIN_ROLES:
+        async with transaction(services.sessions) as own:
+            await audit.record(
+                own,
+                body.email.strip().lower()[:200],
+                "auth.login",
+                None,
+                "failed",
+                {"reason": "wrong credentials" if user is None else f"role {user.role}"},
+                client,
+            )
+        if user is None:
+            raise Unauthorized("wrong email or password")
+        raise Forbidden(f"role {user.role} may not use the backup service")
+    cookie, record = await service.open_session(
+        session, user, services.settings.session_hours, client
+    )
+    secure = services.settings.cookie_secure
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=services.settings.session_hours * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" if secure is None else secure,
+        path="/",
+    )
+    await audit.record(session, user.email, "auth.login", None, "completed", None, client)
+    return MeOut(actor=user.email, role=user.role, kind="session", csrf_token=record.csrf_token)
+
+
+@router.post("/logout", operation_id="auth_logout", status_code=204, responses=errors(401, 403))
+async def logout(request: Request, session: SessionDep, principal: AdminDep) -> Response:
+    """End the session and clear its cookie."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and principal.kind == "session":
+        await service.close_session(session, cookie)
+    await audit.record(
+        session, principal.actor, "auth.logout", None, "completed", None, client_address(request)
+    )
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/me", operation_id="auth_me", response_model=MeOut, responses=errors(401, 403))
+async def me(principal: AdminDep) -> MeOut:
+    """Who is calling, with the CSRF token for cookie sessions."""
+    return MeOut(
+        actor=principal.actor,
+        role=principal.role,
+        kind=principal.kind,
+        csrf_token=principal.csrf_token,
+    )

@@ -1,0 +1,244 @@
+"""Who is calling: passwords (Argon2), sessions, API tokens, GK-Nexus JWTs. Never commits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth.models import ADMIN_ROLES, ApiToken, AppUser, AuthSession, CatalogSecret
+from api.errors import BadRequest, Conflict, NotFound
+
+TOKEN_PREFIX = "nxb_"
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+ROLE = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown email as slow as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: `actor` is what the audit trail records."""
+
+    actor: str
+    role: str
+    kind: str  # "session", "token" or "jwt"
+    user_id: str | None = None
+    csrf_token: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ADMIN_ROLES
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_role(role: str) -> str:
+    role = role.strip().upper()
+    if not ROLE.fullmatch(role):
+        raise BadRequest(f"invalid role {role!r}: use an upper-case name such as OWNER")
+    return role
+
+
+def check_password(password: str) -> str:
+    if len(password) < 12:
+        raise BadRequest("the password must be at least 12 characters long")
+    if len(password) > 1024:
+        raise BadRequest("the password is longer than 1024 characters")
+    return password
+
+
+async def create_user(session: AsyncSession, email: str, role: str, password: str) -> AppUser:
+    email = email.strip().lower()
+    if not EMAIL.fullmatch(email):
+        raise BadRequest(f"invalid email address {email!r}")
+    exists = await session.execute(select(AppUser.id).where(AppUser.email == email))
+    if exists.first() is not None:
+        raise Conflict(f"a user with email {email} already exists")
+    user = AppUser(
+        id=secrets.token_hex(16),
+        email=email,
+        password_hash=_hasher.hash(check_password(password)),
+        role=check_role(role),
+        is_active=True,
+        created_at=now(),
+    )
+    session.add(user)
+    return user
+
+
+async def authenticate_password(session: AsyncSession, email: str, password: str) -> AppUser | None:
+    user = (
+        await session.execute(select(AppUser).where(AppUser.email == email.strip().lower()))
+    ).scalar_one_or_none()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None or not user.is_active:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+async def open_session(
+    session: AsyncSession, user: AppUser, hours: int, client: str | None
+) -> tuple[str, AuthSession]:
+    """A new session; returns the cookie value (shown once, stored hashed) and the record."""
+    cookie = secrets.token_urlsafe(32)
+    record = AuthSession(
+        id=digest(cookie),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(24),
+        created_at=now(),
+        expires_at=now() + timedelta(hours=hours),
+        client_address=client,
+    )
+    session.add(record)
+    user.last_login_at = now()
+    return cookie, record
+
+
+async def session_principal(session: AsyncSession, cookie: str) -> Principal | None:
+    row = (
+        await session.execute(
+            select(AuthSession, AppUser)
+            .join(AppUser, AppUser.id == AuthSession.user_id)
+            .where(AuthSession.id == digest(cookie))
+        )
+    ).first()
+    if row is None:
+        return None
+    record, user = row
+    if record.expires_at <= now() or not user.is_active:
+        return None
+    return Principal(
+        actor=user.email,
+        role=user.role,
+        kind="session",
+        user_id=user.id,
+        csrf_token=record.csrf_token,
+    )
+
+
+async def close_session(session: AsyncSession, cookie: str) -> None:
+    record = await session.get(AuthSession, digest(cookie))
+    if record is not None:
+        await session.delete(record)
+
+
+async def create_token(
+    session: AsyncSession,
+    name: str,
+    role: str,
+    created_by: str,
+    expires_at: datetime | None = None,
+) -> tuple[str, ApiToken]:
+    """A new API token; the secret is returned once and only its SHA-256 is stored."""
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise BadRequest("a token name must be 1-100 characters")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        id=secrets.token_hex(8),
+        name=name,
+        token_hash=digest(secret),
+        prefix=secret[:10],
+        role=check_role(role),
+        created_by=created_by,
+        created_at=now(),
+        expires_at=expires_at,
+    )
+    session.add(token)
+    return secret, token
+
+
+async def token_principal(session: AsyncSession, secret: str) -> Principal | None:
+    token = (
+        await session.execute(select(ApiToken).where(ApiToken.token_hash == digest(secret)))
+    ).scalar_one_or_none()
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and token.expires_at <= now():
+        return None
+    if token.last_used_at is None or now() - token.last_used_at > timedelta(seconds=60):
+        token.last_used_at = now()
+    return Principal(actor=f"token:{token.name}", role=token.role, kind="token")
+
+
+def jwt_principal(secret: str | None, bearer: str) -> Principal | None:
+    """A GK-Nexus-issued JWT (HS256, role in the `role` claim), when NEXUS_JWT_SECRET is set."""
+    if not secret:
+        return None
+    try:
+        claims = jwt.decode(
+            bearer, secret, algorithms=["HS256"], options={"require": ["exp", "role"]}
+        )
+    except jwt.PyJWTError:
+        return None
+    role = claims.get("role")
+    if not isinstance(role, str):
+        return None
+    who = claims.get("email") or claims.get("sub") or "unknown"
+    return Principal(actor=f"jwt:{who}", role=role.upper(), kind="jwt")
+
+
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    return list(
+        (await session.execute(select(ApiToken).order_by(ApiToken.created_at.desc())))
+        .scalars()
+        .all()
+    )
+
+
+async def revoke_token(session: AsyncSession, ref: str) -> ApiToken:
+    token = await session.get(ApiToken, ref)
+    if token is None:
+        token = (
+            await session.execute(select(ApiToken).where(ApiToken.name == ref))
+        ).scalar_one_or_none()
+    if token is None:
+        raise NotFound(f"no token with id or name {ref!r}; `nexus-backup tokens list` shows them")
+    if token.revoked_at is None:
+        token.revoked_at = now()
+    return token
+
+
+async def signing_key(session: AsyncSession, name: str = "download-links") -> bytes:
+    """The catalog's own key (made on first use), so every process signs links alike."""
+    row = await session.get(CatalogSecret, name)
+    if row is None:
+        await session.execute(
+            insert(CatalogSecret)
+            .values(name=name, value=secrets.token_hex(32), created_at=now())
+            .on_conflict_do_nothing()
+        )
+        row = await session.get(CatalogSecret, name)
+    assert row is not None
+    return bytes.fromhex(row.value)
+
+
+def sign(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_ok(key: bytes, message: str, signature: str) -> bool:
+    return hmac.compare_digest(sign(key, message), signature)

@@ -1,0 +1,305 @@
+"""/backups: list, read, create, delete, download, restore, verify."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from api.audit import service as audit
+from api.auth import service as auth
+from api.backups import runner, service
+from api.backups import verify as verifier
+from api.backups.models import SystemBackup
+from api.backups.schemas import (
+    BackupCreate,
+    BackupList,
+    BackupOut,
+    DownloadLink,
+    Progress,
+    RestoreRequestIn,
+    VerifyOut,
+)
+from api.deps import AdminDep, ServicesDep, SessionDep, client_address
+from api.errors import BadRequest, Conflict, Forbidden, NotFound
+from api.restores import runner as restores
+from api.restores import service as restore_service
+from api.restores.schemas import RestoreOut
+from api.schemas import errors
+
+router = APIRouter(prefix="/backups", tags=["backups"])
+Status = Literal["pending", "in_progress", "completed", "failed"]
+Kind = Literal["manual", "scheduled", "pre_update", "pre_restore"]
+
+
+def to_out(backup: SystemBackup) -> BackupOut:
+    out = BackupOut.model_validate(backup)
+    if backup.status in ("pending", "in_progress"):
+        out.progress = Progress(
+            phase=backup.phase,
+            bytes_done=backup.progress_bytes,
+            bytes_total=backup.progress_total,
+        )
+    return out
+
+
+@router.get(
+    "",
+    operation_id="backup_list",
+    response_model=BackupList,
+    responses=errors(401, 403, 422),
+)
+async def list_backups(
+    session: SessionDep,
+    _: AdminDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    status: Status | None = None,
+    type: Kind | None = None,
+) -> BackupList:
+    """Backups, newest first."""
+    rows = await service.list_backups(session, limit=limit, offset=offset, status=status, kind=type)
+    total = await service.count_backups(session, status=status, kind=type)
+    return BackupList(items=[to_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{backup_id}",
+    operation_id="backup_getById",
+    response_model=BackupOut,
+    responses=errors(401, 403, 404),
+)
+async def get_backup(backup_id: str, session: SessionDep, _: AdminDep) -> BackupOut:
+    """One backup, with its progress while it runs."""
+    return to_out(await service.get_visible(session, backup_id))
+
+
+@router.post(
+    "",
+    operation_id="backup_create",
+    status_code=202,
+    response_model=BackupOut,
+    responses={
+        201: {"model": BackupOut, "description": "wait=true: the backup completed"},
+        **errors(400, 401, 403, 409, 422, 500),
+    },
+)
+async def create_backup(
+    request: Request,
+    services: ServicesDep,
+    principal: AdminDep,
+    body: BackupCreate | None = None,
+    wait: bool = False,
+) -> Response:
+    """Start a backup: 202 with the pending record. With wait=true, answer when it ends:
+    201 completed, or 500 failed with the reason and the backup id."""
+    body = body or BackupCreate()
+    jobs = request.app.state.jobs
+    backup, task = await jobs.start_backup(
+        runner.BackupRequest(
+            name=body.name,
+            type=body.type,
+            description=body.description,
+            actor=principal.actor,
+            client_address=client_address(request),
+        )
+    )
+    if not wait:
+        return JSONResponse(to_out(backup).model_dump(mode="json", by_alias=True), status_code=202)
+    finished: SystemBackup = await asyncio.shield(task)
+    if finished.status != "completed":
+        return JSONResponse(
+            {
+                "error": "BackupFailed",
+                "detail": finished.error_message or "the backup failed",
+                "backupId": finished.id,
+            },
+            status_code=500,
+        )
+    return JSONResponse(to_out(finished).model_dump(mode="json", by_alias=True), status_code=201)
+
+
+@router.delete(
+    "/{backup_id}",
+    operation_id="backup_delete",
+    response_model=BackupOut,
+    responses=errors(401, 403, 404, 409),
+)
+async def delete_backup(
+    backup_id: str, request: Request, session: SessionDep, principal: AdminDep
+) -> BackupOut:
+    """Delete the archive and its sidecar and mark the record deleted; 409 while it runs."""
+    backup = await service.get_visible(session, backup_id)
+    if any(r.backup_id == backup.id for r in await restore_service.running(session)):
+        raise Conflict(f"backup {backup.name!r} is being restored; wait for it to finish")
+    await service.delete(session, backup)
+    await audit.record(
+        session,
+        principal.actor,
+        "backup.delete",
+        backup.name,
+        "completed",
+        {"id": backup.id},
+        client_address(request),
+    )
+    return to_out(backup)
+
+
+def _file_message(backup_id: str, expires: int) -> str:
+    return f"download:{backup_id}:{expires}"
+
+
+@router.get(
+    "/{backup_id}/download",
+    operation_id="backup_download",
+    response_model=DownloadLink,
+    responses=errors(401, 403, 404, 409),
+)
+async def download_link(
+    backup_id: str,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: AdminDep,
+) -> DownloadLink:
+    """A short-lived signed link that streams the archive (no credentials needed to use it)."""
+    backup = await service.get_visible(session, backup_id)
+    if backup.status != "completed" or not backup.file_path or not Path(backup.file_path).is_file():
+        raise Conflict(f"backup {backup.name!r} has no archive to download ({backup.status})")
+    expires = int(time.time()) + services.settings.download_link_seconds
+    signature = auth.sign(await auth.signing_key(session), _file_message(backup.id, expires))
+    url = str(
+        request.url_for("backup_file", backup_id=backup.id).include_query_params(
+            expires=expires, signature=signature
+        )
+    )
+    await audit.record(
+        session,
+        principal.actor,
+        "backup.download_link",
+        backup.name,
+        "completed",
+        {"id": backup.id, "expires": expires},
+        client_address(request),
+    )
+    return DownloadLink(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+@router.get(
+    "/{backup_id}/file",
+    operation_id="backup_file",
+    name="backup_file",
+    responses={
+        200: {
+            "content": {"application/gzip": {}, "application/zstd": {}},
+            "description": "The archive",
+        },
+        **errors(403, 404),
+    },
+    response_class=Response,
+)
+async def download_file(
+    backup_id: str,
+    request: Request,
+    session: SessionDep,
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    signature: Annotated[str, Query(min_length=1, max_length=128)],
+) -> Response:
+    """The archive itself, for a signed link from backup_download; 403 once expired or altered."""
+    key = await auth.signing_key(session)
+    if not auth.signature_ok(key, _file_message(backup_id, expires), signature):
+        raise Forbidden("this download link is invalid: ask for a new one")
+    if expires < time.time():
+        raise Forbidden("this download link has expired: ask for a new one")
+    backup = await service.get_visible(session, backup_id)
+    if backup.status != "completed" or not backup.file_path or not Path(backup.file_path).is_file():
+        raise NotFound(f"backup {backup.name!r} has no archive any more")
+    path = Path(backup.file_path)
+    await audit.record(
+        session,
+        "download-link",
+        "backup.download",
+        backup.name,
+        "completed",
+        {"id": backup.id},
+        client_address(request),
+    )
+    media = "application/zstd" if path.name.endswith(".zst") else "application/gzip"
+    return FileResponse(path, media_type=media, filename=path.name)
+
+
+@router.post(
+    "/{backup_id}/restore",
+    operation_id="backup_restore",
+    status_code=202,
+    response_model=RestoreOut,
+    responses=errors(400, 401, 403, 404, 409, 422),
+)
+async def restore_backup(
+    backup_id: str,
+    body: RestoreRequestIn,
+    request: Request,
+    session: SessionDep,
+    principal: AdminDep,
+) -> RestoreOut:
+    """Restore this backup (database and uploads). The backup's name must be typed back in
+    `confirm`. A pre_restore safety backup is taken first; follow it on GET /restores/{id}."""
+    backup = await service.get_visible(session, backup_id)
+    if body.confirm != backup.name:
+        raise BadRequest(
+            f"confirm must be the backup's name, {backup.name!r}, typed back: a restore replaces "
+            "the live database and uploads"
+        )
+    record, _task = await request.app.state.jobs.start_restore(
+        restores.RestoreRequest(
+            archive=backup.id,
+            force=body.force,
+            actor=principal.actor,
+            client_address=client_address(request),
+        )
+    )
+    return RestoreOut.model_validate(record)
+
+
+@router.post(
+    "/{backup_id}/verify",
+    operation_id="backup_verify",
+    response_model=VerifyOut,
+    responses=errors(401, 403, 404, 503),
+)
+async def verify_backup(
+    backup_id: str,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: AdminDep,
+    deep: bool = False,
+) -> VerifyOut:
+    """Re-check the archive's checksums and manifest; `deep` also test-restores the database
+    into a scratch database and compares row counts. `ok` says whether it passed."""
+    backup = await service.get_visible(session, backup_id)
+    result = await verifier.verify(services, backup, deep=deep)
+    await audit.record(
+        session,
+        principal.actor,
+        "backup.verify",
+        backup.name,
+        "completed" if result.ok else "failed",
+        {"id": backup.id, "deep": deep, "problem": result.problem},
+        client_address(request),
+    )
+    return VerifyOut(
+        ok=result.ok,
+        backup_id=backup.id,
+        sha256=result.sha256,
+        layout=result.layout,
+        problem=result.problem,
+        warnings=result.warnings,
+        deep=deep,
+        tables_checked=result.tables_checked,
+    )

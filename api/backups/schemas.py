@@ -1,0 +1,93 @@
+"""Backup API schemas: the seed's field names, camelCase."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, computed_field
+
+from api.schemas import Schema
+
+
+class Progress(Schema):
+    phase: str | None
+    bytes_done: int
+    bytes_total: int | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def percent(self) -> int | None:
+        if not self.bytes_total:
+            return None
+        return min(100, self.bytes_done * 100 // self.bytes_total)
+
+
+class BackupOut(Schema):
+    id: str
+    name: str
+    description: str | None
+    type: str
+    status: str
+    file_path: str | None
+    file_size: int | None
+    checksum: str | None
+    compression: str
+    cloud_path: str | None
+    cloud_provider: str | None
+    is_cloud_synced: bool
+    table_count: int | None
+    record_count: int | None
+    uploaded_files_count: int | None
+    app_version: str | None
+    schema_version: str | None
+    error_message: str | None
+    schedule_id: str | None
+    created_by: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    deleted_at: datetime | None
+    progress: Progress | None = None
+
+
+class BackupList(Schema):
+    items: list[BackupOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BackupCreate(Schema):
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Becomes the archive's file name; default gk-nexus-backup-YYYYMMDD-HHMMSS",
+    )
+    description: str | None = Field(default=None, max_length=2000)
+    type: Literal["manual", "pre_update"] = "manual"
+
+
+class DownloadLink(Schema):
+    url: str
+    expires_at: datetime
+
+
+class RestoreRequestIn(Schema):
+    confirm: str = Field(
+        min_length=1, max_length=200, description="The backup's name, typed back to confirm"
+    )
+    force: bool = Field(default=False, description="Restore even a newer app version's backup")
+
+
+class VerifyOut(Schema):
+    ok: bool
+    backup_id: str
+    sha256: str | None
+    layout: str | None
+    problem: str | None
+    warnings: list[str]
+    deep: bool
+    tables_checked: int | None = None

@@ -1,0 +1,114 @@
+"""Re-check a catalogued backup: checksums and manifest; `deep` also test-restores the
+database into a scratch database and compares every table's row count with the manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+from api.archive.manifest import DATABASE_NAME
+from api.archive.reader import read_archive
+from api.backups.models import SystemBackup
+from api.errors import ArchiveError, SourceError
+from api.services import Services
+from api.sources import postgres
+
+
+@dataclass
+class Verification:
+    ok: bool
+    sha256: str | None = None
+    layout: str | None = None
+    problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    tables_checked: int | None = None
+
+
+def _scratch_url(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
+    if backup.status != "completed" or not backup.file_path:
+        return Verification(ok=False, problem=f"backup {backup.name!r} is {backup.status}")
+    path = Path(backup.file_path)
+    if not path.is_file():
+        return Verification(ok=False, problem=f"the archive is missing at {path}")
+    scratch_dir = services.settings.backup_dir / f".verify-{secrets.token_hex(6)}"
+    database_file = scratch_dir / DATABASE_NAME
+
+    def stage(name: str) -> BinaryIO | None:
+        if not deep or name != DATABASE_NAME:
+            return None
+        scratch_dir.mkdir(mode=0o700)
+        return open(database_file, "xb")
+
+    try:
+        try:
+            result = await asyncio.to_thread(
+                read_archive,
+                path,
+                expected_sha256=backup.checksum,
+                checksum_source="catalog",
+                stage=stage,
+            )
+        except ArchiveError as error:
+            return Verification(ok=False, problem=error.detail)
+        outcome = Verification(
+            ok=True, sha256=result.sha256, layout=result.layout, warnings=result.warnings
+        )
+        if deep and result.manifest is not None:
+            problem, checked = await _test_restore(
+                services, database_file, result.manifest.database.tables
+            )
+            outcome.tables_checked = checked
+            if problem:
+                outcome.ok, outcome.problem = False, problem
+        return outcome
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+async def _test_restore(
+    services: Services, sql: Path, expected: dict[str, int]
+) -> tuple[str | None, int]:
+    url = services.settings.require_database_url()
+    name = f"nexus_verify_{secrets.token_hex(6)}"
+    conn = await postgres.connect(url)
+    try:
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        except Exception as error:
+            raise SourceError(
+                f"a deep verify needs to create a scratch database, which failed ({error}): "
+                "grant CREATEDB to the DATABASE_URL user, or verify without deep"
+            ) from None
+        try:
+            scratch = _scratch_url(url, name)
+            try:
+                await postgres.load_sql(scratch, services.settings, sql)
+            except SourceError as error:
+                return f"database.sql does not restore: {error.detail}", 0
+            counts = await postgres.table_row_counts(scratch)
+            differing = [
+                t for t in sorted(set(expected) | set(counts)) if counts.get(t) != expected.get(t)
+            ]
+            if differing:
+                first = differing[0]
+                return (
+                    f"{len(differing)} table(s) restored with other row counts than recorded, "
+                    f"e.g. {first}: {counts.get(first)} vs {expected.get(first)}"
+                ), len(counts)
+            return None, len(counts)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
