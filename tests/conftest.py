@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from api.config import Settings
 from api.demo import seed_demo
@@ -186,3 +188,62 @@ def database_state(app: App) -> tuple[str, str]:
         )
 
     return dump("--schema-only"), dump("--data-only")
+
+
+@dataclass
+class Api:
+    """The ASGI app of one App, with an httpx client and ways to get credentials."""
+
+    app: App
+    client: httpx.AsyncClient
+    services: Services
+    fastapi: FastAPI
+
+    async def token(self, role: str = "OWNER", name: str | None = None) -> str:
+        from api.auth import service as auth
+        from api.db import transaction
+
+        async with transaction(self.services.sessions) as session:
+            secret, _ = await auth.create_token(
+                session, name or f"t-{role}-{os.urandom(3).hex()}", role, "test"
+            )
+        return secret
+
+    async def headers(self, role: str = "OWNER") -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(role)}"}
+
+    async def user(self, email: str, password: str, role: str = "OWNER") -> None:
+        from api.auth import service as auth
+        from api.db import transaction
+
+        async with transaction(self.services.sessions) as session:
+            await auth.create_user(session, email, role, password)
+
+    async def wait_backup(self, backup_id: str, headers: dict[str, str]) -> dict[str, object]:
+        for _ in range(600):
+            body = (await self.client.get(f"/backups/{backup_id}", headers=headers)).json()
+            if body["status"] in ("completed", "failed"):
+                return dict(body)
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"backup {backup_id} did not finish")
+
+    async def wait_restore(self, restore_id: str, headers: dict[str, str]) -> dict[str, object]:
+        for _ in range(900):
+            body = (await self.client.get(f"/restores/{restore_id}", headers=headers)).json()
+            if body["status"] in ("completed", "failed"):
+                return dict(body)
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"restore {restore_id} did not finish")
+
+
+@pytest.fixture
+async def api(app: App) -> AsyncIterator[Api]:
+    from asgi_lifespan import LifespanManager
+
+    from api.main import create_app
+
+    fastapi = create_app(app.settings())
+    async with LifespanManager(fastapi) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(app, client, fastapi.state.services, fastapi)

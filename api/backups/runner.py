@@ -60,9 +60,14 @@ async def busy_error(services: Services) -> Busy:
     """The 409 to give while another mutation holds the lock, naming it when it is known."""
     from api.restores import service as restores
 
-    async with transaction(services.sessions) as session:
-        backups = await service.running(session)
-        restoring = await restores.running(session)
+    # The holder may have taken the lock a moment ago and not yet written its record.
+    for _ in range(20):
+        async with transaction(services.sessions) as session:
+            backups = await service.running(session)
+            restoring = await restores.running(session)
+        if backups or restoring:
+            break
+        await asyncio.sleep(0.1)
     if backups:
         b = backups[0]
         return Busy(f"backup {b.name!r} ({b.id}) is {b.status}; wait for it to finish")

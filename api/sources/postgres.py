@@ -346,11 +346,14 @@ def _run_pg_dump(
             size += len(block)
             if on_progress is not None:
                 on_progress(len(block))
+    except BaseException:
+        process.kill()  # nobody reads its output any more: it must not block on a full pipe
+        raise
     finally:
-        if process.poll() is None and (cancel is not None and cancel.is_set()):
-            process.kill()
         code = process.wait()
         reader.join(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
     if code != 0:
         raise SourceError(f"pg_dump failed (exit {code}): {_tail(errors)}")
     return DumpResult(size=size, sha256=digest.hexdigest(), tables=counter.tables)
