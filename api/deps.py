@@ -96,7 +96,8 @@ async def get_principal(
             )
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not sent or not hmac.compare_digest(sent, principal.csrf_token or ""):
+            expected = (principal.csrf_token or "").encode()
+            if not sent or not hmac.compare_digest(sent.encode("utf-8", "replace"), expected):
                 raise await _refuse(
                     services,
                     request,

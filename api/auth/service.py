@@ -241,4 +241,5 @@ def sign(key: bytes, message: str) -> str:
 
 
 def signature_ok(key: bytes, message: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, message), signature)
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500).
+    return hmac.compare_digest(sign(key, message).encode(), signature.encode("utf-8", "replace"))
