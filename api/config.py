@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     session_hours: int = Field(default=12, ge=1, le=24 * 30)
     download_link_seconds: int = Field(default=300, ge=10, le=24 * 3600)
     cookie_secure: bool | None = None
+    scheduler_enabled: bool = True
+    scheduler_tick_seconds: float = Field(default=60, gt=0, le=3600)
 
     @field_validator("database_url", "catalog_database_url")
     @classmethod

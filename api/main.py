@@ -21,6 +21,8 @@ from api.config import Settings, get_settings
 from api.errors import AppError
 from api.jobs import Jobs
 from api.restores.router import router as restores_router
+from api.scheduler import Scheduler
+from api.schedules.router import router as schedules_router
 from api.services import Services, open_services
 
 log = logging.getLogger("nexus_backup.http")
@@ -47,9 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await recovery.recover(services)
         app.state.services = services
         app.state.jobs = Jobs(services)
+        scheduler = Scheduler(services)
+        if services.settings.scheduler_enabled:
+            scheduler.start()
         try:
             yield
         finally:
+            scheduler.shutdown()
             await app.state.jobs.shutdown()
             await services.close()
 
@@ -127,5 +133,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(backups_router)
     app.include_router(restores_router)
+    app.include_router(schedules_router)
     app.include_router(audit_router)
     return app

@@ -28,7 +28,8 @@ def new_id() -> str:
 
 def default_name(kind: str, at: datetime | None = None) -> str:
     stamp = (at or now()).strftime("%Y%m%d-%H%M%S")
-    prefix = {"pre_restore": "pre-restore", "pre_update": "pre-update"}.get(kind, "gk-nexus-backup")
+    prefixes = {"pre_restore": "pre-restore", "pre_update": "pre-update", "scheduled": "scheduled"}
+    prefix = prefixes.get(kind, "gk-nexus-backup")
     return f"{prefix}-{stamp}"
 
 
