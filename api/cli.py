@@ -178,15 +178,24 @@ def main(verbose: bool) -> None:
     help="Why the backup is taken (pre_update: CI before a deploy).",
 )
 @click.option("--description", help="A note stored with the backup.")
+@click.option("--sync", "sync_to_cloud", is_flag=True, help="Upload to cloud storage when done.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def backup(name: str | None, kind: str, description: str | None, quiet: bool) -> None:
+def backup(
+    name: str | None, kind: str, description: str | None, sync_to_cloud: bool, quiet: bool
+) -> None:
     """Back up the database and the uploads to BACKUP_DIR/NAME.tar.gz; print its path."""
     from api.backups import runner
 
     @with_services
     async def go(services: Services) -> None:
         views, bar = _views(quiet)
-        request = runner.BackupRequest(name=name, type=kind, description=description)
+        if sync_to_cloud:
+            from api import cloud
+
+            cloud.require_storage(services)
+        request = runner.BackupRequest(
+            name=name, type=kind, description=description, sync_to_cloud=sync_to_cloud
+        )
         if bar is not None:
             with bar:
                 result = await runner.create_backup(services, request, views)
@@ -200,6 +209,17 @@ def backup(name: str | None, kind: str, description: str | None, quiet: bool) ->
             f"{_human(result.file_size)}, sha256 {result.checksum}",
             err=True,
         )
+        if sync_to_cloud:
+            result = await runner.after_backup(services, result, "cli")
+            if result.sync_status != "synced":
+                click.echo(
+                    f"warning: the cloud upload failed ({result.sync_error}); the local backup "
+                    f"is fine; it is retried from {result.next_sync_at:%Y-%m-%d %H:%M} UTC by "
+                    "the service, or now with `nexus-backup sync`",
+                    err=True,
+                )
+            else:
+                click.echo(f"uploaded to {result.cloud_provider} as {result.cloud_path}", err=True)
         click.echo(result.file_path)
 
     _run(go())
@@ -547,6 +567,109 @@ def tokens_revoke(token: str) -> None:
                 session, "cli", "token.revoke", row.name, "completed", {"id": row.id}
             )
         click.echo(f"token {row.name} ({row.id}) revoked")
+
+    _run(go())
+
+
+@main.command(name="sync")
+@click.argument("backup_ref", metavar="BACKUP")
+def sync_command(backup_ref: str) -> None:
+    """Upload a catalogued backup (name or id) to cloud storage and confirm the copy."""
+    from api import cloud
+    from api.backups import service
+    from api.db import transaction
+
+    @with_services
+    async def go(services: Services) -> None:
+        cloud.require_storage(services)
+        async with transaction(services.sessions) as session:
+            found = await service.find(session, backup_ref)
+        if found is None:
+            raise AppError(f"no backup named {backup_ref!r}; `nexus-backup list` shows them")
+        result = await cloud.sync(services, found.id, "cli")
+        if result.sync_status != "synced":
+            raise AppError(f"the upload of {result.name} failed: {result.sync_error}")
+        click.echo(f"{result.name} synced to {result.cloud_provider} as {result.cloud_path}")
+
+    _run(go())
+
+
+@main.group()
+def storage() -> None:
+    """Cloud storage (BACKUP_S3_*): test it, list what is there."""
+
+
+@storage.command(name="test")
+def storage_test() -> None:
+    """Upload, read back and delete a small object."""
+    from api import cloud
+
+    @with_services
+    async def go(services: Services) -> None:
+        from api.storage.base import StorageError
+
+        cloud.require_storage(services)
+        try:
+            result = await cloud.check(services)
+        except StorageError as error:
+            raise AppError(f"storage test failed: {error}") from None
+        click.echo(
+            f"storage OK: {services.storage.name if services.storage else '-'} bucket "
+            f"{services.settings.backup_s3_bucket} at {cloud.endpoint_host(services.settings)} "
+            f"({result['latencyMs']} ms round trip)"
+        )
+
+    _run(go())
+
+
+@storage.command(name="list")
+def storage_list() -> None:
+    """List the objects in the bucket (under BACKUP_S3_PREFIX)."""
+    from api import cloud
+
+    @with_services
+    async def go(services: Services) -> None:
+        from api.storage.base import StorageError
+
+        store = cloud.require_storage(services)
+        try:
+            objects = await store.list("")
+        except StorageError as error:
+            raise AppError(str(error)) from None
+        for item in objects:
+            when = f"{item.modified:%Y-%m-%d %H:%M}" if item.modified else "-"
+            click.echo(f"{_human(item.size):>10}  {when}  {item.key}")
+        if not objects:
+            click.echo("the bucket is empty", err=True)
+
+    _run(go())
+
+
+@main.group()
+def catalog() -> None:
+    """The catalog of backups."""
+
+
+@catalog.command(name="import")
+def catalog_import() -> None:
+    """Add every archive in BACKUP_DIR and in the bucket that the catalog does not list
+    (verified, from its sidecar and manifest): a new server sees all the old backups."""
+    from api.backups.importer import import_archives
+
+    @with_services
+    async def go(services: Services) -> None:
+        report = await import_archives(services)
+        for name in report.imported:
+            click.echo(f"imported {name}")
+        for problem in report.problems:
+            click.echo(f"not imported: {problem}", err=True)
+        click.echo(
+            f"{len(report.imported)} imported, {len(report.skipped)} already catalogued, "
+            f"{len(report.problems)} refused",
+            err=True,
+        )
+        if report.problems:
+            raise AppError("some archives could not be imported (see above)")
 
     _run(go())
 

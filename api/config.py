@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     download_link_seconds: int = Field(default=300, ge=10, le=24 * 3600)
     cookie_secure: bool | None = None
     scheduler_enabled: bool = True
+    backup_s3_endpoint: str | None = None
+    backup_s3_access_key_id: SecretStr | None = None
+    backup_s3_secret_access_key: SecretStr | None = None
+    backup_s3_bucket: str | None = None
+    backup_s3_region: str = "auto"
+    backup_s3_prefix: str = ""
+    backup_s3_part_size_mb: int = Field(default=16, ge=5, le=512)
     scheduler_tick_seconds: float = Field(default=60, gt=0, le=3600)
 
     @field_validator("database_url", "catalog_database_url")
@@ -61,6 +68,27 @@ class Settings(BaseSettings):
         name = getattr(info, "field_name", "DATABASE_URL").upper()
         _check_postgres_url(name, value.get_secret_value())
         return value
+
+    @field_validator("backup_s3_endpoint", "backup_s3_bucket")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
+    @field_validator("backup_s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if ".." in value.split("/"):
+            raise ValueError("BACKUP_S3_PREFIX must not contain '..'")
+        return value + "/" if value else ""
+
+    @property
+    def cloud_configured(self) -> bool:
+        return bool(
+            self.backup_s3_bucket
+            and self.backup_s3_access_key_id
+            and self.backup_s3_secret_access_key
+        )
 
     @field_validator("app_version", "post_restore_command")
     @classmethod

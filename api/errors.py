@@ -42,6 +42,11 @@ class Unprocessable(AppError):
     kind = "Unprocessable"
 
 
+class Unavailable(AppError):
+    status_code = 503
+    kind = "Unavailable"
+
+
 class ConfigError(AppError):
     """A setting is missing or wrong; the message names it and the fix."""
 

@@ -34,15 +34,20 @@ class Jobs:
         except BaseException:
             await lock.release()
             raise
-        task = asyncio.create_task(self._backup(lock, backup.id, request.client_address))
+        task = asyncio.create_task(
+            self._backup(lock, backup.id, request.client_address, request.actor)
+        )
         self._track(task)
         return backup, task
 
-    async def _backup(self, lock: MutationLock, backup_id: str, client: str | None) -> SystemBackup:
+    async def _backup(
+        self, lock: MutationLock, backup_id: str, client: str | None, actor: str
+    ) -> SystemBackup:
         try:
-            return await backups.run(self._services, backup_id, None, client)
+            backup = await backups.run(self._services, backup_id, None, client)
         finally:
             await lock.release()
+        return await backups.after_backup(self._services, backup, actor)
 
     async def start_restore(
         self, request: restores.RestoreRequest

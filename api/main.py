@@ -24,6 +24,7 @@ from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
 from api.schedules.router import router as schedules_router
 from api.services import Services, open_services
+from api.storage.router import router as storage_router
 
 log = logging.getLogger("nexus_backup.http")
 _KINDS = {
@@ -134,5 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(backups_router)
     app.include_router(restores_router)
     app.include_router(schedules_router)
+    app.include_router(storage_router)
     app.include_router(audit_router)
     return app

@@ -15,16 +15,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
+from api import cloud
 from api.audit import service as audit
 from api.backups import runner
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
+from api.errors import ConfigError
 from api.locks import MutationLock
 from api.schedules import retention
 from api.schedules import service as schedules
 from api.schedules.models import BackupSchedule
 from api.services import Services
+from api.storage.base import StorageError
 
 log = logging.getLogger("nexus_backup.scheduler")
 
@@ -44,22 +47,25 @@ async def tick(services: Services, at: datetime | None = None) -> list[str]:
             )
             break
         try:
-            backup_id = await _run_one(services, schedule_id, fire_time, at, lock)
+            backup = await _run_one(services, schedule_id, fire_time, at, lock)
         finally:
             await lock.release()
-        if backup_id is not None:
-            ran.append(backup_id)
+        if backup is not None:
+            ran.append(backup.id)
+            await runner.after_backup(services, backup, backup.created_by or "schedule")
+    await cloud.retry_due(services, at)
     return ran
 
 
 async def _run_one(
     services: Services, schedule_id: str, fire_time: datetime, at: datetime, lock: MutationLock
-) -> str | None:
+) -> SystemBackup | None:
     async with transaction(services.sessions) as session:
         schedule = await session.get(BackupSchedule, schedule_id)
         if schedule is None or not await schedules.claim(session, schedule, fire_time, at):
             return None  # another process claimed it, or it changed meanwhile
         name, retention_days = schedule.name, schedule.retention_days
+        sync_to_cloud = schedule.sync_to_cloud
     actor = f"schedule:{name}"
     backup = await runner.create_backup(
         services,
@@ -67,6 +73,7 @@ async def _run_one(
             type="scheduled",
             actor=actor,
             schedule_id=schedule_id,
+            sync_to_cloud=sync_to_cloud,
             description=f"scheduled by {name!r} for {fire_time:%Y-%m-%d %H:%M} UTC",
         ),
         lock=lock,
@@ -76,7 +83,7 @@ async def _run_one(
         await schedules.count_outcome(session, schedule_id, success)
     if success:
         await apply_retention(services, schedule_id, retention_days, actor, at)
-    return backup.id
+    return backup
 
 
 async def apply_retention(
@@ -108,8 +115,18 @@ async def apply_retention(
         ]
         doomed = retention.to_delete(candidates, schedule_id, retention_days, at)
         by_id = {r.id: r for r in rows}
-        for backup_id in doomed:
+        for backup_id in list(doomed):
             backup = by_id[backup_id]
+            try:
+                await cloud.delete_remote(services, backup)
+            except (StorageError, ConfigError) as error:
+                log.warning(
+                    "retention keeps %s for now: its cloud copy could not be deleted: %s",
+                    backup.name,
+                    error,
+                )
+                doomed.remove(backup_id)
+                continue
             await backups.delete(session, backup)
             await audit.record(
                 session,

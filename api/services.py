@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -10,12 +11,16 @@ from api import migrate
 from api.config import Settings
 from api.db import make_engine, make_sessionmaker
 
+if TYPE_CHECKING:
+    from api.storage.base import Storage
+
 
 @dataclass
 class Services:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    storage: Storage | None = None
 
     @property
     def database_url(self) -> str:
@@ -33,4 +38,11 @@ async def open_services(settings: Settings, *, migrate_catalog: bool = True) -> 
         except BaseException:
             await engine.dispose()
             raise
-    return Services(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    from api.cloud import storage_from_settings
+
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        storage=storage_from_settings(settings),
+    )

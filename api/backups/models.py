@@ -50,6 +50,12 @@ class SystemBackup(Base):
     phase: Mapped[str | None] = mapped_column(String(40))
     progress_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     progress_total: Mapped[int | None] = mapped_column(BigInteger)
+    sync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    sync_status: Mapped[str] = mapped_column(String(20), default="none")
+    sync_error: Mapped[str | None] = mapped_column(Text)
+    sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     schedule_id: Mapped[str | None] = mapped_column(
         ForeignKey("backup_schedule.id", ondelete="SET NULL"), index=True
     )

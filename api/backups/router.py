@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
+from api import cloud
 from api.audit import service as audit
 from api.auth import service as auth
 from api.backups import runner, service
@@ -26,11 +27,12 @@ from api.backups.schemas import (
     VerifyOut,
 )
 from api.deps import AdminDep, ServicesDep, SessionDep, client_address
-from api.errors import BadRequest, Conflict, Forbidden, NotFound
+from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from api.restores import runner as restores
 from api.restores import service as restore_service
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
+from api.storage.base import StorageError
 
 router = APIRouter(prefix="/backups", tags=["backups"])
 Status = Literal["pending", "in_progress", "completed", "failed"]
@@ -99,6 +101,8 @@ async def create_backup(
     """Start a backup: 202 with the pending record. With wait=true, answer when it ends:
     201 completed, or 500 failed with the reason and the backup id."""
     body = body or BackupCreate()
+    if body.sync_to_cloud:
+        cloud.require_storage(services)
     jobs = request.app.state.jobs
     backup, task = await jobs.start_backup(
         runner.BackupRequest(
@@ -107,6 +111,7 @@ async def create_backup(
             description=body.description,
             actor=principal.actor,
             client_address=client_address(request),
+            sync_to_cloud=body.sync_to_cloud,
         )
     )
     if not wait:
@@ -131,12 +136,28 @@ async def create_backup(
     responses=errors(401, 403, 404, 409),
 )
 async def delete_backup(
-    backup_id: str, request: Request, session: SessionDep, principal: AdminDep
+    backup_id: str,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: AdminDep,
 ) -> BackupOut:
-    """Delete the archive and its sidecar and mark the record deleted; 409 while it runs."""
+    """Delete the archive and its sidecar, here and in the cloud, and mark the record deleted;
+    409 while it runs; 503 (nothing deleted) when the cloud copy cannot be deleted."""
     backup = await service.get_visible(session, backup_id)
     if any(r.backup_id == backup.id for r in await restore_service.running(session)):
         raise Conflict(f"backup {backup.name!r} is being restored; wait for it to finish")
+    if backup.status in ("pending", "in_progress"):
+        raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
+    if backup.sync_status == "syncing":
+        raise Conflict(f"backup {backup.name!r} is being uploaded; wait for it to finish")
+    try:
+        await cloud.delete_remote(services, backup)
+    except StorageError as error:
+        raise Unavailable(
+            f"the cloud copy of {backup.name!r} could not be deleted ({error}); nothing was "
+            "deleted: try again when the storage is reachable"
+        ) from None
     await service.delete(session, backup)
     await audit.record(
         session,
@@ -167,17 +188,32 @@ async def download_link(
     services: ServicesDep,
     principal: AdminDep,
 ) -> DownloadLink:
-    """A short-lived signed link that streams the archive (no credentials needed to use it)."""
+    """A short-lived link to the archive: a signed link to this server while the local file
+    exists, else a presigned GET of the cloud copy (the bucket stays private)."""
     backup = await service.get_visible(session, backup_id)
-    if backup.status != "completed" or not backup.file_path or not Path(backup.file_path).is_file():
+    local = bool(backup.file_path and Path(backup.file_path).is_file())
+    if backup.status != "completed" or not (local or backup.is_cloud_synced):
         raise Conflict(f"backup {backup.name!r} has no archive to download ({backup.status})")
-    expires = int(time.time()) + services.settings.download_link_seconds
-    signature = auth.sign(await auth.signing_key(session), _file_message(backup.id, expires))
-    url = str(
-        request.url_for("backup_file", backup_id=backup.id).include_query_params(
-            expires=expires, signature=signature
+    seconds = services.settings.download_link_seconds
+    expires = int(time.time()) + seconds
+    if local:
+        signature = auth.sign(await auth.signing_key(session), _file_message(backup.id, expires))
+        url = str(
+            request.url_for("backup_file", backup_id=backup.id).include_query_params(
+                expires=expires, signature=signature
+            )
         )
-    )
+    else:
+        assert backup.cloud_path is not None
+        try:
+            presigned = await cloud.require_storage(services).presign_get(
+                backup.cloud_path, seconds, Path(backup.cloud_path).name
+            )
+        except StorageError as error:
+            raise Unavailable(f"cannot sign a cloud download link: {error}") from None
+        if presigned is None:
+            raise Conflict(f"backup {backup.name!r} has no downloadable copy")
+        url = presigned
     await audit.record(
         session,
         principal.actor,
@@ -303,3 +339,16 @@ async def verify_backup(
         deep=deep,
         tables_checked=result.tables_checked,
     )
+
+
+@router.post(
+    "/{backup_id}/sync",
+    operation_id="backup_sync",
+    response_model=BackupOut,
+    responses=errors(401, 403, 404, 409, 503),
+)
+async def sync_backup(backup_id: str, services: ServicesDep, principal: AdminDep) -> BackupOut:
+    """Upload this backup to cloud storage now and confirm the remote copy's size and SHA-256.
+    A cloud failure leaves the backup completed with syncStatus pending and the reason."""
+    cloud.require_storage(services)
+    return to_out(await cloud.sync(services, backup_id, principal.actor))

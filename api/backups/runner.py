@@ -45,6 +45,7 @@ class BackupRequest:
     actor: str = "cli"
     schedule_id: str | None = None
     client_address: str | None = None
+    sync_to_cloud: bool = False
 
 
 @dataclass
@@ -109,6 +110,7 @@ async def create_pending(services: Services, request: BackupRequest) -> SystemBa
             is_cloud_synced=False,
             progress_bytes=0,
             schedule_id=request.schedule_id,
+            sync_requested=request.sync_to_cloud,
             created_by=request.actor,
             created_at=service.now(),
         )
@@ -145,6 +147,15 @@ async def create_backup(
     finally:
         if own:
             await held.release()
+
+
+async def after_backup(services: Services, backup: SystemBackup, actor: str) -> SystemBackup:
+    """Upload a completed backup that asked for it (outside the mutation lock)."""
+    if backup.status != "completed" or not backup.sync_requested or services.storage is None:
+        return backup
+    from api import cloud
+
+    return await cloud.sync(services, backup.id, actor)
 
 
 async def _flush_progress(services: Services, backup_id: str, tracker: Tracker) -> None:
@@ -242,6 +253,8 @@ async def run(
         backup.phase = None
         backup.progress_bytes = built.size
         backup.progress_total = built.size
+        if backup.sync_requested:  # a process that dies before the upload leaves it due
+            backup.sync_status, backup.next_sync_at = "pending", service.now()
         await audit.record(
             session,
             actor or "system",

@@ -36,6 +36,14 @@ class BackupOut(Schema):
     cloud_path: str | None
     cloud_provider: str | None
     is_cloud_synced: bool
+    sync_requested: bool
+    sync_status: str = Field(
+        description="none, pending (waiting or to be retried), syncing, synced"
+    )
+    sync_error: str | None
+    sync_attempts: int
+    next_sync_at: datetime | None
+    synced_at: datetime | None
     table_count: int | None
     record_count: int | None
     uploaded_files_count: int | None
@@ -68,6 +76,7 @@ class BackupCreate(Schema):
     )
     description: str | None = Field(default=None, max_length=2000)
     type: Literal["manual", "pre_update"] = "manual"
+    sync_to_cloud: bool = Field(default=False, description="Upload to cloud storage when done")
 
 
 class DownloadLink(Schema):

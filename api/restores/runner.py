@@ -24,6 +24,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from api import cloud
 from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX
 from api.archive.reader import Staging, VerifiedArchive, read_archive
 from api.archive.writer import read_sidecar
@@ -32,7 +33,7 @@ from api.backups import runner as backups
 from api.backups import service as backup_service
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import AppError, ArchiveError, BadRequest, Conflict, NotFound
+from api.errors import AppError, ArchiveError, BadRequest, Conflict, NotFound, Unavailable
 from api.locks import MutationLock
 from api.progress import ProgressView, Tracker
 from api.restores import service
@@ -40,6 +41,7 @@ from api.restores import swap as swapper
 from api.restores.models import SystemRestore
 from api.services import Services
 from api.sources import postgres, uploads
+from api.storage.base import StorageError
 
 log = logging.getLogger("nexus_backup.restores")
 
@@ -115,12 +117,27 @@ async def resolve(services: Services, ref: str) -> Target:
                     f"backup {backup.name!r} is {backup.status}; only completed "
                     "backups can be restored"
                 )
-            if not backup.file_path or not Path(backup.file_path).is_file():
+            if backup.file_path and Path(backup.file_path).is_file():
+                path = Path(backup.file_path)
+            elif backup.is_cloud_synced and backup.cloud_path and services.storage is not None:
+                path = Path(backup.file_path or services.settings.backup_dir / backup.cloud_path)
+            else:
                 raise NotFound(
-                    f"the archive of backup {backup.name!r} is missing at {backup.file_path}; "
-                    "copy it back there, or give the path of a copy"
+                    f"the archive of backup {backup.name!r} is missing at {backup.file_path} "
+                    "and there is no cloud copy; copy it back there, or give the path of a copy"
                 )
-            path = Path(backup.file_path)
+    if backup is not None and not path.is_file():
+        # Local archive gone, cloud copy confirmed: fetch it; it is verified like any archive.
+        log.info("fetching %s from cloud storage", backup.cloud_path)
+        try:
+            await cloud.fetch(services, backup, path)
+        except StorageError as error:
+            raise Unavailable(
+                f"the local archive of {backup.name!r} is gone and its cloud copy could not be "
+                f"downloaded: {error}"
+            ) from None
+        async with transaction(services.sessions) as session:
+            (await backup_service.get(session, backup.id)).file_path = str(path.resolve())
     if backup is not None and backup.checksum:
         return Target(path, backup, backup.checksum, "catalog")
     try:

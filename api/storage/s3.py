@@ -1,0 +1,546 @@
+"""Objects in an S3-compatible bucket: AWS S3, Cloudflare R2 or MinIO (aioboto3).
+
+Uploads below `part_size` are one PutObject; larger ones are a multipart upload this module
+drives itself (not `upload_fileobj`, whose unequal parts R2 rejects): every part but the last is
+exactly `part_size` bytes, read from the source in order, at most `max_concurrency` in flight,
+so memory stays near `max_concurrency * part_size`. Any failure or cancellation aborts the
+upload, so no half-written object or orphaned parts are left behind.
+
+The client is configured for the lowest common denominator of the three providers (SigV4,
+checksums only when required, path-style for custom endpoints) with bounded timeouts and
+retries, so an outage fails in seconds instead of hanging. Credentials live only inside the
+client session: they never appear in repr(), error messages or log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import contextlib
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from api.storage.base import (
+    CHUNK_SIZE,
+    ObjectInfo,
+    StorageError,
+    check_key,
+    check_prefix,
+    ensure_exhausted,
+    read_exactly,
+    write_all,
+)
+
+log = logging.getLogger("nexus_backup.storage")
+
+MiB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PARTS = 10_000  # S3's maximum number of parts in one upload
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
+CONNECT_TIMEOUT = 5  # seconds to open a connection
+READ_TIMEOUT = 60  # seconds without a byte from the server
+# botocore's Config `max_attempts` counts retries after the first try (its
+# `total_max_attempts` would count the first): 3 retries, so at most 4 attempts per request.
+MAX_RETRIES = 3
+MAX_ATTEMPTS = MAX_RETRIES + 1
+PROVIDERS = ("s3", "r2", "minio")
+
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "Forbidden",
+    "403",
+    "Unauthorized",
+    "401",
+}
+_WRONG_REGION = {"AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraint"}
+_MISSING_OBJECT = {"NoSuchKey", "404", "NotFound"}
+
+_Part = dict[str, Any]
+
+
+def detect_provider(endpoint: str | None) -> str:
+    """ "r2" for Cloudflare R2 endpoints, "s3" for AWS (no endpoint, or *.amazonaws.com), and
+    "minio" for any other S3-compatible endpoint."""
+    if endpoint is None or not endpoint.strip():
+        return "s3"
+    text = endpoint.strip()
+    host = (urlsplit(text if "://" in text else f"https://{text}").hostname or "").lower()
+    if host.endswith(".r2.cloudflarestorage.com"):
+        return "r2"
+    if host == "amazonaws.com" or host.endswith(".amazonaws.com"):
+        return "s3"
+    return "minio"
+
+
+def client_config(provider: str) -> Config:
+    """botocore settings every client of `provider` uses (pure; pinned by a unit test)."""
+    if provider not in PROVIDERS:
+        raise StorageError(f"unknown storage provider {provider!r}: use one of {PROVIDERS}")
+    return Config(
+        signature_version="s3v4",
+        # botocore's default CRC trailers (aws-chunked uploads) break R2 and older MinIO.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # AWS prefers virtual-hosted buckets; MinIO needs path-style; R2 accepts both and a
+        # path keeps dotted bucket names valid under its TLS certificate.
+        s3={"addressing_style": "virtual" if provider == "s3" else "path"},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"max_attempts": MAX_RETRIES, "mode": "standard"},
+        # The endpoint comes from our settings only, never from AWS_ENDPOINT_URL* or ~/.aws.
+        ignore_configured_endpoint_urls=True,
+        user_agent_extra="nexus-backup",
+    )
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact name per RFC 6266/5987."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "download"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"%;' else "_" for c in name)
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
+
+
+class S3Storage:
+    """One bucket (optionally under a key prefix) of an S3-compatible service."""
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        provider: str,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = 4,
+        prefix: str = "",
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise StorageError(f"unknown storage provider {provider!r}: use one of {PROVIDERS}")
+        if part_size < MIN_PART_SIZE:
+            raise StorageError(
+                f"part size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes (5 MiB)"
+            )
+        if max_concurrency < 1:
+            raise StorageError("max_concurrency must be at least 1")
+        if not bucket:
+            raise StorageError("no bucket given: set BACKUP_S3_BUCKET")
+        self.name = provider
+        self.endpoint = _check_endpoint(endpoint)
+        self.bucket = bucket
+        self.region = _signing_region(provider, region)
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        cleaned = check_prefix(prefix.strip("/"))
+        self.prefix = f"{cleaned}/" if cleaned else ""
+        self._config = client_config(provider)
+        self._session = aioboto3.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=self.region,
+        )
+        self._background: set[asyncio.Task[None]] = set()
+        self.list_page_size = 1000  # keys per ListObjectsV2 page (S3's maximum)
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Storage(provider={self.name!r}, endpoint={self.endpoint!r}, "
+            f"bucket={self.bucket!r}, region={self.region!r}, prefix={self.prefix!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def where(self) -> str:
+        return self.endpoint or f"AWS S3 ({self.region})"
+
+    # -- protocol -----------------------------------------------------------------------
+
+    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+        name = self._name(key)
+        if size < 0:
+            raise StorageError(f"cannot upload {key}: negative size {size}")
+        part_size = self._part_size_for(size)
+        with self._errors("upload", key):
+            async with self._client() as client:
+                if size < part_size:
+                    data, md5 = await asyncio.to_thread(_read_whole, source, size)
+                    await client.put_object(
+                        Bucket=self.bucket, Key=name, Body=data, ContentLength=size, ContentMD5=md5
+                    )
+                else:
+                    await self._put_multipart(client, key, name, source, size, part_size)
+
+    async def get(self, key: str, target: BinaryIO) -> int:
+        async def write(data: bytes) -> None:
+            await asyncio.to_thread(write_all, target, data)
+
+        return await self._download(key, write)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        name = self._name(key)
+        with self._errors("inspect", key):
+            async with self._client() as client:
+                try:
+                    head = await client.head_object(Bucket=self.bucket, Key=name)
+                except ClientError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    # A HEAD answer has no body, so a missing bucket is a bare 404 as well.
+                    await self._check_bucket(client)
+                    return None
+        return ObjectInfo(
+            key=key, size=int(head["ContentLength"]), modified=_utc(head.get("LastModified"))
+        )
+
+    async def delete(self, key: str) -> None:
+        name = self._name(key)
+        with self._errors("delete", key):
+            async with self._client() as client:
+                await client.delete_object(Bucket=self.bucket, Key=name)
+
+    async def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        check_prefix(prefix)
+        found: builtins.list[ObjectInfo] = []
+        with self._errors("list", f"the objects under {prefix}" if prefix else "the objects"):
+            async with self._client() as client:
+                pages = client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket,
+                    Prefix=self.prefix + prefix,
+                    PaginationConfig={"PageSize": self.list_page_size},
+                )
+                async for page in pages:
+                    for item in page.get("Contents", []):
+                        found.append(
+                            ObjectInfo(
+                                key=item["Key"][len(self.prefix) :],
+                                size=int(item["Size"]),
+                                modified=_utc(item.get("LastModified")),
+                            )
+                        )
+        found.sort(key=lambda info: info.key)
+        return found
+
+    async def presign_get(
+        self, key: str, expires_seconds: int, filename: str | None = None
+    ) -> str | None:
+        name = self._name(key)
+        if not 1 <= expires_seconds <= MAX_PRESIGN_SECONDS:
+            raise StorageError(
+                f"a download link must expire within 1 s to 7 days, not {expires_seconds} s"
+            )
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": name}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        with self._errors("make a download link for", key):
+            async with self._client() as client:
+                url = await client.generate_presigned_url(
+                    "get_object", Params=params, ExpiresIn=expires_seconds
+                )
+        return str(url)
+
+    async def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+
+        async def feed(data: bytes) -> None:
+            digest.update(data)
+
+        await self._download(key, feed)
+        return digest.hexdigest()
+
+    # -- multipart ------------------------------------------------------------------------
+
+    def _part_size_for(self, size: int) -> int:
+        """The configured part size, grown (in whole MiB) only if the object would otherwise
+        need more than S3's 10,000 parts. Every part but the last has exactly this size."""
+        needed = math.ceil(size / MAX_PARTS / MiB) * MiB
+        return max(self.part_size, needed)
+
+    async def _put_multipart(
+        self, client: Any, key: str, name: str, source: BinaryIO, size: int, part_size: int
+    ) -> None:
+        created = await client.create_multipart_upload(Bucket=self.bucket, Key=name)
+        upload_id: str = created["UploadId"]
+        try:
+            parts = await self._upload_parts(client, name, upload_id, source, size, part_size)
+            await client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=name,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await self._abort(key, name, upload_id)
+            raise
+
+    async def _upload_parts(
+        self, client: Any, name: str, upload_id: str, source: BinaryIO, size: int, part_size: int
+    ) -> builtins.list[_Part]:
+        parts: builtins.list[_Part] = []
+        pending: set[asyncio.Task[_Part]] = set()
+        try:
+            number, offset = 0, 0
+            while offset < size:
+                length = min(part_size, size - offset)
+                data, md5 = await asyncio.to_thread(_read_part, source, length)
+                number, offset = number + 1, offset + length
+                upload = self._upload_part(client, name, upload_id, number, data, md5)
+                pending.add(asyncio.create_task(upload))
+                del data  # the task holds the only reference: freed once the part is sent
+                if len(pending) >= self.max_concurrency:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    parts.extend(_results(done))
+            await asyncio.to_thread(ensure_exhausted, source, size)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                parts.extend(_results(done))
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        parts.sort(key=lambda part: int(part["PartNumber"]))
+        return parts
+
+    async def _upload_part(
+        self, client: Any, name: str, upload_id: str, number: int, data: bytes, md5: str
+    ) -> _Part:
+        response = await client.upload_part(
+            Bucket=self.bucket,
+            Key=name,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ContentLength=len(data),
+            ContentMD5=md5,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    async def _abort(self, key: str, name: str, upload_id: str) -> None:
+        """Abort a multipart upload with a fresh client, shielded from a second cancellation
+        (the abort then finishes in the background). Never raises: the caller re-raises the
+        failure that made it abort."""
+
+        async def abort() -> None:
+            try:
+                async with self._client() as client:
+                    await client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=name, UploadId=upload_id
+                    )
+                log.info("aborted the multipart upload of %s to %s", key, self.where)
+            except ClientError as exc:
+                if _code(exc) != "NoSuchUpload":
+                    log.warning(
+                        "could not abort the multipart upload of %s (%s): %s; a lifecycle rule "
+                        "for incomplete multipart uploads on bucket %s will remove its parts",
+                        key,
+                        upload_id,
+                        _code(exc),
+                        self.bucket,
+                    )
+            except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "could not abort the multipart upload of %s (%s): %s; a lifecycle rule "
+                    "for incomplete multipart uploads on bucket %s will remove its parts",
+                    key,
+                    upload_id,
+                    type(exc).__name__,
+                    self.bucket,
+                )
+
+        task = asyncio.create_task(abort())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[Any]:
+        async with self._session.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region, config=self._config
+        ) as client:
+            yield client
+
+    async def _check_bucket(self, client: Any) -> None:
+        try:
+            await client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise StorageError(self._no_bucket()) from None
+            raise
+
+    async def _download(self, key: str, sink: Callable[[bytes], Awaitable[None]]) -> int:
+        name = self._name(key)
+        with self._errors("download", key):
+            async with self._client() as client:
+                response = await client.get_object(Bucket=self.bucket, Key=name)
+                body = response["Body"]
+                expected = response.get("ContentLength")
+                written = 0
+                async with body:
+                    while chunk := await body.read(CHUNK_SIZE):
+                        await sink(chunk)
+                        written += len(chunk)
+        if expected is not None and written != int(expected):
+            raise StorageError(
+                f"the download of {key} from {self.where} stopped after {written} of "
+                f"{expected} bytes; try again"
+            )
+        return written
+
+    def _no_bucket(self) -> str:
+        return (
+            f"bucket {self.bucket} does not exist at {self.where}: check BACKUP_S3_BUCKET "
+            "and BACKUP_S3_ENDPOINT"
+        )
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Turn botocore/aiohttp failures into a StorageError that says what to check.
+        Cancellation and StorageError pass through unchanged."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except ClientError as exc:
+            raise StorageError(self._explain(action, key, exc)) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise StorageError(
+                "no usable S3 credentials: set BACKUP_S3_ACCESS_KEY_ID and "
+                "BACKUP_S3_SECRET_ACCESS_KEY"
+            ) from exc
+        except (ConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
+            raise StorageError(
+                f"cannot reach {self.where} to {action} {key}: {_describe(exc)}; check "
+                f"BACKUP_S3_ENDPOINT and the network (gave up after {MAX_ATTEMPTS} attempts)"
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot {action} {key} at {self.where}: {_describe(exc)}") from exc
+
+    def _explain(self, action: str, key: str, exc: ClientError) -> str:
+        code, status = _code(exc), _status(exc)
+        if code == "NoSuchBucket":
+            return self._no_bucket()
+        if code in _DENIED or status in (401, 403):
+            return (
+                f"access denied: {self.where} refused to {action} {key} in bucket {self.bucket} "
+                f"({code}); check BACKUP_S3_ACCESS_KEY_ID/BACKUP_S3_SECRET_ACCESS_KEY and that "
+                "the key may use this bucket"
+            )
+        if code in _WRONG_REGION or status == 301:
+            return (
+                f"bucket {self.bucket} at {self.where} is in another region than {self.region} "
+                f"({code}): check BACKUP_S3_REGION"
+            )
+        if code in _MISSING_OBJECT or status == 404:
+            return f"object {key} not found in bucket {self.bucket} at {self.where}"
+        if status >= 500:
+            return (
+                f"{self.where} failed to {action} {key}: {code} (HTTP {status}) after "
+                f"{MAX_ATTEMPTS} attempts; the storage service may be having an outage, try "
+                "again later"
+            )
+        message = str(exc.response.get("Error", {}).get("Message") or "")
+        return f"cannot {action} {key} at {self.where}: {code} (HTTP {status}) {message}".strip()
+
+
+# -- module helpers -------------------------------------------------------------------------
+
+
+def _check_endpoint(endpoint: str | None) -> str | None:
+    if endpoint is None or not endpoint.strip():
+        return None
+    text = endpoint.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StorageError(
+            f"BACKUP_S3_ENDPOINT must be an http(s) URL such as https://host:9000, not {text!r}"
+        )
+    if parts.username or parts.password:
+        raise StorageError("BACKUP_S3_ENDPOINT must not contain credentials")
+    return text
+
+
+def _signing_region(provider: str, region: str) -> str:
+    """R2 signs with "auto"; AWS and MinIO need a real region name, us-east-1 by default."""
+    region = (region or "").strip()
+    if provider == "r2":
+        return region or "auto"
+    return "us-east-1" if region in ("", "auto") else region
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "Unknown")
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _utc(value: object) -> datetime | None:
+    """botocore's timestamps carry dateutil zones (tzutc, tzlocal): normalise to UTC."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else None
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _read_part(source: BinaryIO, length: int) -> tuple[bytes, str]:
+    data = read_exactly(source, length)
+    return data, _md5(data)
+
+
+def _read_whole(source: BinaryIO, size: int) -> tuple[bytes, str]:
+    data = read_exactly(source, size)
+    ensure_exhausted(source, size)
+    return data, _md5(data)
+
+
+def _results(done: set[asyncio.Task[_Part]]) -> builtins.list[_Part]:
+    """Results of finished part uploads; raises the first failure after retrieving all, so
+    no task exception goes unobserved."""
+    failures = [task.exception() for task in done if not task.cancelled()]
+    for failure in failures:
+        if failure is not None:
+            raise failure
+    return [task.result() for task in done]
