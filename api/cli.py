@@ -452,6 +452,15 @@ def serve(host: str, port: int) -> None:
             cluster.stop()
 
 
+@main.command()
+def openapi() -> None:
+    """Print the OpenAPI document (what web/ generates its types from)."""
+    from api.config import Settings
+    from api.main import create_app
+
+    click.echo(json.dumps(create_app(Settings(_env_file=None)).openapi(), indent=2, sort_keys=True))
+
+
 @main.group()
 def users() -> None:
     """Manage the people who may log in to the web page."""

@@ -6,10 +6,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,7 +44,7 @@ def _error(status: int, kind: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, web_dist: Path | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings or get_settings())
@@ -137,4 +138,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules_router)
     app.include_router(storage_router)
     app.include_router(audit_router)
+    mount_web(app, web_dist or WEB_DIST)
     return app
+
+
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+
+def mount_web(app: FastAPI, dist: Path) -> None:
+    """The admin page (web/dist, built by `make web`) under /app/, with deep links."""
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/app/", status_code=307)
+
+    @app.get("/app", include_in_schema=False)
+    @app.get("/app/{path:path}", include_in_schema=False)
+    async def web(path: str = "") -> Response:
+        index = dist / "index.html"
+        if not index.is_file():
+            return _error(
+                503, "Unavailable", "the web page is not built: run `make web` (or `make run`)"
+            )
+        if path:
+            candidate = (dist / path).resolve()
+            if candidate.is_file() and candidate.is_relative_to(dist.resolve()):
+                return FileResponse(candidate)
+            if path.startswith("assets/"):
+                return _error(404, "NotFound", f"no file /app/{path}")
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
