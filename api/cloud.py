@@ -21,7 +21,7 @@ from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.config import Settings
 from api.db import transaction
-from api.errors import ConfigError, Conflict
+from api.errors import Conflict, NotConfigured
 from api.services import Services
 from api.storage.base import Storage, StorageError
 from api.storage.s3 import S3Storage, detect_provider
@@ -51,7 +51,7 @@ def storage_from_settings(settings: Settings) -> Storage | None:
 
 def require_storage(services: Services) -> Storage:
     if services.storage is None:
-        raise ConfigError(
+        raise NotConfigured(
             "cloud storage is not configured: set BACKUP_S3_BUCKET, BACKUP_S3_ACCESS_KEY_ID, "
             "BACKUP_S3_SECRET_ACCESS_KEY (and BACKUP_S3_ENDPOINT for R2 or MinIO)"
         )

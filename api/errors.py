@@ -47,6 +47,13 @@ class Unavailable(AppError):
     kind = "Unavailable"
 
 
+class NotConfigured(AppError):
+    """A feature the request needs is not set up on this server (e.g. cloud storage)."""
+
+    status_code = 409
+    kind = "NotConfigured"
+
+
 class ConfigError(AppError):
     """A setting is missing or wrong; the message names it and the fix."""
 

@@ -21,7 +21,7 @@ from api.backups import runner
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import ConfigError
+from api.errors import NotConfigured
 from api.locks import MutationLock
 from api.schedules import retention
 from api.schedules import service as schedules
@@ -119,7 +119,7 @@ async def apply_retention(
             backup = by_id[backup_id]
             try:
                 await cloud.delete_remote(services, backup)
-            except (StorageError, ConfigError) as error:
+            except (StorageError, NotConfigured) as error:
                 log.warning(
                     "retention keeps %s for now: its cloud copy could not be deleted: %s",
                     backup.name,

@@ -207,7 +207,8 @@ async def test_storage_status_and_test_never_show_a_secret(
 async def test_without_cloud_settings_sync_requests_say_what_to_configure(api: Api) -> None:
     headers = await api.headers()
     response = await api.client.post("/backups", headers=headers, json={"syncToCloud": True})
-    assert response.status_code == 503
+    assert response.status_code == 409
+    assert response.json()["error"] == "NotConfigured"
     assert "BACKUP_S3_BUCKET" in response.json()["detail"]
     assert (await api.client.get("/storage", headers=headers)).json()["configured"] is False
 

@@ -38,11 +38,9 @@ def upgrade() -> None:
     )
     op.add_column("system_backup", sa.Column("next_sync_at", TS, nullable=True), schema=SCHEMA)
     op.add_column("system_backup", sa.Column("synced_at", TS, nullable=True), schema=SCHEMA)
-    op.create_check_constraint(
-        "ck_system_backup_sync_status",
-        "system_backup",
-        "sync_status IN ('none', 'pending', 'syncing', 'synced')",
-        schema=SCHEMA,
+    op.execute(
+        f"ALTER TABLE {SCHEMA}.system_backup ADD CONSTRAINT ck_system_backup_sync_status "
+        "CHECK (sync_status IN ('none', 'pending', 'syncing', 'synced'))"
     )
     op.create_index(
         "ix_system_backup_next_sync_at", "system_backup", ["next_sync_at"], schema=SCHEMA
@@ -51,7 +49,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_system_backup_next_sync_at", "system_backup", schema=SCHEMA)
-    op.drop_constraint("ck_system_backup_sync_status", "system_backup", schema=SCHEMA)
+    op.execute(
+        f"ALTER TABLE {SCHEMA}.system_backup DROP CONSTRAINT IF EXISTS ck_system_backup_sync_status"
+    )
     for column in (
         "synced_at",
         "next_sync_at",
