@@ -35,7 +35,8 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent (a login cookie must find its session).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def client_address(request: Request) -> str | None:
