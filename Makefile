@@ -31,15 +31,40 @@ lock: | $(UV) ## Re-lock requirements.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--quiet -o requirements.lock
 
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: web
+web: web/node_modules/.installed ## Build the admin page into web/dist (served under /app/)
+	cd web && npm run build
+
+.PHONY: api-types
+api-types: install web/node_modules/.installed ## Regenerate web/openapi.json and its TypeScript types
+	$(BIN)/nexus-backup openapi > web/openapi.json
+	cd web && npm run gen:api
+
+.PHONY: check-api-types
+check-api-types: install web/node_modules/.installed ## Fail when the web types drift from the API
+	@tmp=$$(mktemp -d) && $(BIN)/nexus-backup openapi > $$tmp/openapi.json \
+	  && (cmp -s web/openapi.json $$tmp/openapi.json \
+	      || (echo "web/openapi.json differs from the API: run make api-types" && exit 1)) \
+	  && (cd web && npx openapi-typescript $$tmp/openapi.json -o $$tmp/schema.d.ts >/dev/null) \
+	  && (cmp -s web/src/api/schema.d.ts $$tmp/schema.d.ts \
+	      || (echo "web/src/api/schema.d.ts is stale: run make api-types" && exit 1)) \
+	  && rm -rf $$tmp && echo "web types match the API"
+
 .PHONY: run
-run: install ## Serve on 127.0.0.1:8000 (embedded demo PostgreSQL unless DATABASE_URL is set)
+run: install web ## Serve on 127.0.0.1:8000 (embedded demo PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/nexus-backup serve
 
 .PHONY: test
-test: install ## Run lint, types and every test
+test: install web ## Run lint, types, the web checks and every test (e2e in Chromium included)
 	$(BIN)/ruff check api migrations tests
 	$(BIN)/ruff format --check api migrations tests
 	$(BIN)/mypy
+	$(MAKE) check-api-types
+	cd web && npm test
 	$(BIN)/pytest
 
 .PHONY: lint
@@ -56,4 +81,4 @@ format: install ## Format the code
 .PHONY: clean
 clean: ## Stop the demo database and remove .data/ (demo data) and .venv
 	-[ -d .data/pg/data ] && $(BIN)/python -c "from pathlib import Path; from api.embedded import LocalCluster; LocalCluster(Path('.data/pg')).stop()"
-	rm -rf .data $(VENV)
+	rm -rf .data $(VENV) web/node_modules web/dist
