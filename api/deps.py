@@ -110,13 +110,10 @@ async def get_principal(
                     ),
                 )
         return principal
-    raise await _refuse(
-        services,
-        request,
-        "anonymous",
-        "no credentials",
-        Unauthorized("authentication required: log in, or send Authorization: Bearer <token>"),
-    )
+    error = Unauthorized("authentication required: log in, or send Authorization: Bearer <token>")
+    if request.method == "GET" and request.url.path == "/auth/me":
+        raise error  # the page asking "am I logged in?" before login: not a refusal worth a row
+    raise await _refuse(services, request, "anonymous", "no credentials", error)
 
 
 async def get_admin(
