@@ -7,11 +7,14 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,3 +250,45 @@ async def api(app: App) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(app, client, fastapi.state.services, fastapi)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (closed right after it was picked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(app: App, log: Path, **env: str) -> Iterator[str]:
+    """`python -m api serve` on a free port, as an operator starts it; yields its base URL once
+    /health answers, and stops it afterwards. Its output goes to `log`."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api", "serve", "--port", str(port)],
+            cwd=app.root,
+            env=app.env(**env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"the server exited:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /health after 60 s:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from starlette.routing import BaseRoute
 from api.auth import service as auth
 from api.db import transaction
 from api.main import create_app
-from tests.conftest import Api, App, tree_state
+from tests.conftest import Api, App, serve, tree_state
 
 ADMIN_ROLES = ("OWNER", "GCMC_MANAGER", "KAJ_MANAGER")
 # Operations that need no credentials: liveness, logging in, and the signed archive link
@@ -642,36 +641,10 @@ async def test_canary_secrets_never_leak(api: Api, caplog: pytest.LogCaptureFixt
 # --- 6. the fuzzer finds no server error -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_schemathesis_finds_no_server_errors(app: App, tmp_path: Path) -> None:
     token = app.cli("tokens", "create", "--name", "fuzz", "--role", "OWNER").stdout.strip()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     server_log = tmp_path / "server.log"
-    with server_log.open("w") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve", "--port", str(port)],
-            cwd=app.root,
-            env=app.env(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"the server exited: {server_log.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /health: {server_log.read_text()}"
-            time.sleep(0.2)
+    with serve(app, server_log) as base:
         # Every operation is fuzzed with an OWNER token, so the authenticated code paths (not
         # only the 401s) are exercised.
         result = subprocess.run(
@@ -708,13 +681,6 @@ def test_schemathesis_finds_no_server_errors(app: App, tmp_path: Path) -> None:
         tested = re.search(r"Tested: (\d+)", result.stdout)
         assert tested, result.stdout
         assert int(tested.group(1)) == operations, result.stdout
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
 
 # --- bugs: non-ASCII input reaching hmac.compare_digest ---------------------------------

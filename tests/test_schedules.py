@@ -4,11 +4,9 @@ time across processes, missed windows once, collisions retried, retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +17,7 @@ import httpx
 from api.locks import MutationLock
 from api.scheduler import tick
 from api.services import Services, open_services
-from tests.conftest import ROOT, Api, App
+from tests.conftest import Api, App, serve
 
 
 async def _schedule(api: Api, headers: dict[str, str], **body: object) -> dict[str, object]:
@@ -203,36 +201,20 @@ async def test_two_processes_ticking_together_run_each_fire_time_once(app: App, 
     assert _scheduled_backups(app) == ["completed"] * 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_two_server_processes_on_one_catalog_back_up_once_per_fire_time(
     app: App, tmp_path: Path
 ) -> None:
     token = app.cli("tokens", "create", "--name", "sched").stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
-    env = app.env(SCHEDULER_TICK_SECONDS="0.5")
-    servers = []
-    try:
-        for n in range(2):
-            port = _free_port()
-            log = open(tmp_path / f"server{n}.log", "w")  # noqa: SIM115 - closed below
-            process = subprocess.Popen(
-                [sys.executable, "-m", "api", "serve", "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+    with contextlib.ExitStack() as stack:
+        bases = [
+            stack.enter_context(
+                serve(app, tmp_path / f"server{n}.log", SCHEDULER_TICK_SECONDS="0.5")
             )
-            servers.append((process, log, port))
-        for _, _, port in servers:
-            _wait_healthy(port)
-        first_port = servers[0][2]
+            for n in range(2)
+        ]
         created = httpx.post(
-            f"http://127.0.0.1:{first_port}/schedules",
+            f"{bases[0]}/schedules",
             headers=headers,
             json={"name": "nightly", "cronExpression": "0 3 * * *"},
             timeout=10,
@@ -249,22 +231,6 @@ def test_two_server_processes_on_one_catalog_back_up_once_per_fire_time(
             logs = [p.read_text() for p in tmp_path.glob("*.log")]
             assert len(statuses) == fire, (statuses, logs)
         assert set(_scheduled_backups(app)) == {"completed"}
-    finally:
-        for process, log, _ in servers:
-            process.terminate()
-            process.wait(timeout=30)
-            log.close()
-
-
-def _wait_healthy(port: int) -> None:
-    for _ in range(150):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server on port {port} did not become healthy")
 
 
 async def test_retention_deletes_old_scheduled_backups_but_never_the_newest(api: Api) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, App
+from tests.conftest import ROOT, App, serve
 
 WEB = ROOT / "web"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,12 +35,6 @@ EXPECTED_SCREENSHOTS = (
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EMAIL = "e2e-owner@gk.test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _create_owner(app: App, password: str) -> None:
@@ -64,39 +56,11 @@ def _create_owner(app: App, password: str) -> None:
 
 @contextmanager
 def _serve(app: App, tmp_path: Path) -> Iterator[str]:
-    """`python -m api serve` on a free port (scheduler off); yields its base URL."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve", "--port", str(port)],
-            cwd=app.root,
-            env=app.env(SCHEDULER_ENABLED="false"),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the server exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /health after 60 s:\n{log.read_text()}"
-            time.sleep(0.2)
+    """The server (scheduler off), once its page answers too; yields its base URL."""
+    with serve(app, tmp_path / "server.log", SCHEDULER_ENABLED="false") as base:
         page = httpx.get(f"{base}/app/", timeout=10)
         assert page.status_code == 200, f"/app/ answered {page.status_code}: {page.text[:500]}"
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _page_snapshot(error_context: Path, limit: int = 3000) -> str:
