@@ -321,6 +321,10 @@ def test_catalogued_archive_must_match_the_catalog_checksum(app: App) -> None:
     assert "catalog" in result.stderr
     verify = app.cli("verify", "pinned", check=False)
     assert verify.returncode != 0
+    # Given by path, a catalogued archive is still checked against the catalog, not its sidecar.
+    by_path = app.cli("restore", str(path), "--yes", check=False)
+    assert by_path.returncode != 0
+    assert "catalog" in by_path.stderr
 
 
 def test_seed_layout_archive_restores(app: App, tmp_path: Path) -> None:

@@ -96,6 +96,16 @@ async def find(session: AsyncSession, ref: str) -> SystemBackup | None:
     return matches[0] if matches else None
 
 
+async def by_file(session: AsyncSession, file_path: str) -> SystemBackup | None:
+    """The completed backup whose archive is at `file_path`, so its catalog checksum applies."""
+    query = select(SystemBackup).where(
+        SystemBackup.file_path == file_path,
+        SystemBackup.status == "completed",
+        SystemBackup.deleted_at.is_(None),
+    )
+    return (await session.execute(query)).scalars().first()
+
+
 async def name_taken(session: AsyncSession, name: str) -> bool:
     query = select(SystemBackup.id).where(
         SystemBackup.name == name,

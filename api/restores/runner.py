@@ -102,9 +102,7 @@ async def resolve(services: Services, ref: str) -> Target:
     async with transaction(services.sessions) as session:
         backup: SystemBackup | None = None
         if path.is_file():
-            resolved = str(path.resolve())
-            candidates = await backup_service.list_backups(session, limit=1000, status="completed")
-            backup = next((b for b in candidates if b.file_path == resolved), None)
+            backup = await backup_service.by_file(session, str(path.resolve()))
         else:
             backup = await backup_service.find(session, ref)
             if backup is None:
