@@ -2,6 +2,7 @@ import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tansta
 import { useRef, useState, type FormEvent } from 'react'
 import { api, messageOf, unwrap, type Backup, type Schemas } from '../api/client'
 import { refreshAfterChange } from '../api/queries'
+import { ConfirmDelete } from '../components/ConfirmDelete'
 import { Dialog } from '../components/Dialog'
 import { Time } from '../components/Time'
 import { durationBetween, formatBytes, statusLabel } from '../format'
@@ -431,31 +432,18 @@ export function RestoreDialog({
 }
 
 function DeleteDialog({ backup, onClose, onDeleted }: { backup: Backup; onClose: () => void; onDeleted: () => void }) {
-  const cancel = useRef<HTMLButtonElement>(null)
-  const remove = useMutation({
-    mutationFn: () => unwrap(api.DELETE('/backups/{backup_id}', { params: { path: { backup_id: backup.id } } })),
-    onSuccess: onDeleted,
-  })
   return (
-    <Dialog title={`Delete ${backup.name}`} onClose={onClose} initialFocus={cancel}>
+    <ConfirmDelete
+      name={backup.name}
+      remove={() => unwrap(api.DELETE('/backups/{backup_id}', { params: { path: { backup_id: backup.id } } }))}
+      onClose={onClose}
+      onDeleted={onDeleted}
+    >
       <p>
         This deletes the archive of <span className="mono">{backup.name}</span>, here and in cloud storage. It
         cannot be undone.
       </p>
-      {remove.isError && (
-        <p role="alert" className="error">
-          {messageOf(remove.error)}
-        </p>
-      )}
-      <div className="buttons end">
-        <button type="button" ref={cancel} onClick={onClose}>
-          Cancel
-        </button>
-        <button type="button" className="danger" onClick={() => remove.mutate()} disabled={remove.isPending}>
-          Delete
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDelete>
   )
 }
 

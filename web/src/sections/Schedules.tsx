@@ -1,7 +1,8 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { useEffect, useRef, useState, type FormEvent } from 'react'
+import { useEffect, useState, type FormEvent } from 'react'
 import { api, messageOf, unwrap, type Schedule } from '../api/client'
 import { useStorage } from '../api/queries'
+import { ConfirmDelete } from '../components/ConfirmDelete'
 import { Dialog } from '../components/Dialog'
 import { Time } from '../components/Time'
 import { browserTimeZone } from '../format'
@@ -354,28 +355,16 @@ function DeleteScheduleDialog({
   onClose: () => void
   onDeleted: () => void
 }) {
-  const cancel = useRef<HTMLButtonElement>(null)
-  const remove = useMutation({
-    mutationFn: () =>
-      unwrap(api.DELETE('/schedules/{schedule_id}', { params: { path: { schedule_id: schedule.id } } })),
-    onSuccess: onDeleted,
-  })
   return (
-    <Dialog title={`Delete ${schedule.name}`} onClose={onClose} initialFocus={cancel}>
+    <ConfirmDelete
+      name={schedule.name}
+      remove={() =>
+        unwrap(api.DELETE('/schedules/{schedule_id}', { params: { path: { schedule_id: schedule.id } } }))
+      }
+      onClose={onClose}
+      onDeleted={onDeleted}
+    >
       <p>The schedule stops; the backups it made stay.</p>
-      {remove.isError && (
-        <p role="alert" className="error">
-          {messageOf(remove.error)}
-        </p>
-      )}
-      <div className="buttons end">
-        <button type="button" ref={cancel} onClick={onClose}>
-          Cancel
-        </button>
-        <button type="button" className="danger" onClick={() => remove.mutate()} disabled={remove.isPending}>
-          Delete
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDelete>
   )
 }
