@@ -245,7 +245,9 @@ async def api(app: App) -> AsyncIterator[Api]:
 
     from api.main import create_app
 
-    fastapi = create_app(app.settings())
+    # Tests tick the scheduler themselves, at instants they choose: a background ticker on the
+    # wall clock would race them at every minute boundary.
+    fastapi = create_app(app.settings(scheduler_enabled=False))
     async with LifespanManager(fastapi) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
