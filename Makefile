@@ -65,7 +65,7 @@ test: install web ## Run lint, types, the web checks and every test (e2e in Chro
 	$(BIN)/mypy
 	$(MAKE) check-api-types
 	cd web && npm test
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 .PHONY: lint
 lint: install ## ruff and mypy --strict
