@@ -12,11 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 MUTATION_LOCK = 0x6E6578_00  # "nex" + 0
+DEEP_VERIFY_LOCK = 0x6E6578_01  # "nex" + 1: one scratch-database restore at a time
 
 
 class MutationLock:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """The mutation lock by default; `key` names another advisory lock with the same rules."""
+
+    def __init__(self, engine: AsyncEngine, key: int = MUTATION_LOCK) -> None:
         self._engine = engine
+        self._key = key
         self._connection: AsyncConnection | None = None
 
     @property
@@ -28,7 +32,7 @@ class MutationLock:
         try:
             got = (
                 await connection.execute(
-                    text("SELECT pg_try_advisory_lock(:key)"), {"key": MUTATION_LOCK}
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
                 )
             ).scalar_one()
             await connection.commit()
@@ -46,9 +50,7 @@ class MutationLock:
         if connection is None:
             return
         with contextlib.suppress(Exception):
-            await connection.execute(
-                text("SELECT pg_advisory_unlock(:key)"), {"key": MUTATION_LOCK}
-            )
+            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
             await connection.commit()
         with contextlib.suppress(Exception):
             await connection.close()

@@ -306,7 +306,7 @@ async def restore_backup(
     "/{backup_id}/verify",
     operation_id="backup_verify",
     response_model=VerifyOut,
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 409, 503),
 )
 async def verify_backup(
     backup_id: str,
@@ -317,7 +317,8 @@ async def verify_backup(
     deep: bool = False,
 ) -> VerifyOut:
     """Re-check the archive's checksums and manifest; `deep` also test-restores the database
-    into a scratch database and compares row counts. `ok` says whether it passed."""
+    into a scratch database and compares row counts (one deep verify at a time: 409 while
+    another runs). `ok` says whether it passed."""
     backup = await service.get_visible(session, backup_id)
     result = await verifier.verify(services, backup, deep=deep)
     await audit.record(

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 from api.archive.manifest import DATABASE_NAME
 from api.archive.reader import read_archive
 from api.backups.models import SystemBackup
-from api.errors import ArchiveError, SourceError
+from api.errors import ArchiveError, Busy, SourceError
+from api.locks import DEEP_VERIFY_LOCK, MutationLock
 from api.services import Services
 from api.sources import postgres
 
@@ -36,6 +37,23 @@ def _scratch_url(url: str, database: str) -> str:
 
 
 async def verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
+    """Check the backup's archive; a deep verify runs only when no other one does (any process):
+    each restores a whole database into a scratch one, so a second would only add load."""
+    if not deep:
+        return await _verify(services, backup, deep=False)
+    lock = MutationLock(services.engine, DEEP_VERIFY_LOCK)
+    if not await lock.try_acquire():
+        raise Busy(
+            "a deep verify is already running (one at a time: each test-restores a whole "
+            "database); try again when it has finished"
+        )
+    try:
+        return await _verify(services, backup, deep=True)
+    finally:
+        await lock.release()
+
+
+async def _verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
     if backup.status != "completed" or not backup.file_path:
         return Verification(ok=False, problem=f"backup {backup.name!r} is {backup.status}")
     path = Path(backup.file_path)

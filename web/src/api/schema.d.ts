@@ -229,7 +229,8 @@ export interface paths {
         /**
          * Verify Backup
          * @description Re-check the archive's checksums and manifest; `deep` also test-restores the database
-         *     into a scratch database and compares row counts. `ok` says whether it passed.
+         *     into a scratch database and compares row counts (one deep verify at a time: 409 while
+         *     another runs). `ok` says whether it passed.
          */
         post: operations["backup_verify"];
         delete?: never;
@@ -1608,6 +1609,15 @@ export interface operations {
             };
             /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Busy or conflicting state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
