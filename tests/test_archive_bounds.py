@@ -418,6 +418,24 @@ def test_more_members_than_the_limit_are_refused_in_bounded_memory(tmp_path: Pat
     assert f"more than {reader.MAX_MEMBERS} members" in outcome
 
 
+def test_the_tar_reader_keeps_no_member_it_has_passed(tmp_path: Path) -> None:
+    # tarfile appends every TarInfo to `members`; a stream of tiny members must not pile up.
+    files = {f"uploads/{index:04d}": b"x" for index in range(200)}
+    path = tmp_path / "kept.tar.gz"
+    write_tar(path, valid_members(files), Compression.gzip)
+    kept = []
+    bounded = reader._BoundedTarFile
+    with (
+        gzip.open(path) as stream,
+        bounded.open(fileobj=stream, mode="r|", tarinfo=reader._BoundedTarInfo) as tar,
+    ):
+        for _ in tar:
+            kept.append(len(tar.members))  # type: ignore[attr-defined]
+
+    assert len(kept) == 202
+    assert max(kept) <= 1, f"the reader kept up to {max(kept)} members it had passed"
+
+
 def test_member_names_beyond_the_total_limit_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,16 +451,17 @@ def test_member_names_beyond_the_total_limit_are_refused(
 # --- the manifest --------------------------------------------------------------------------------
 
 
-def test_a_manifest_claiming_more_than_the_limit_is_refused_before_it_is_read(
-    tmp_path: Path,
-) -> None:
-    size = fmt.MAX_MANIFEST_BYTES + 1
+def test_a_100_mib_manifest_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # One 100 MiB JSON string: few values, but read and parsed it would take 200 MiB and more.
+    size = 100 * 1024 * 1024
+    body = b'{"formatVersion": 1, "name": "' + b"n" * size + b'"}'
     head, _manifest = _db_and_manifest({})
     path = _stream_tar(
         tmp_path / "big-manifest.tar.zst",
         Compression.zstd,
-        [*head, (_info(fmt.MANIFEST_NAME, size), Zeros(size))],  # type: ignore[list-item]
+        [*head, (_info(fmt.MANIFEST_NAME, len(body)), cast(BinaryIO, io.BytesIO(body)))],
     )
+    del body
 
     outcome, peak = verify_in_child(path)
 
