@@ -570,6 +570,23 @@ def test_a_file_with_members_inside_it_is_refused_when_only_verifying(
         read_archive(path)
 
 
+def test_a_member_larger_than_the_free_space_is_refused_before_it_is_staged(
+    tmp_path: Path,
+) -> None:
+    # A pax size of 1 PiB on a member of 4 bytes: the claim alone must stop it.
+    info, data = reg("uploads/huge", b"tiny")
+    info.pax_headers = {"size": str(1 << 50)}
+    path = tmp_path / "claim.tar.gz"
+    write_tar(path, _with((info, data)), Compression.gzip)
+    staging_root = tmp_path / "staging"
+
+    with pytest.raises(ArchiveError) as caught:
+        read_archive(path, stage=Staging(staging_root))
+
+    assert f"'uploads/huge' is {1 << 50} bytes but only" in caught.value.detail
+    assert not (staging_root / "uploads" / "huge").exists(), "nothing may be written first"
+
+
 # --- modes and owners ----------------------------------------------------------------------------
 
 HOSTILE_MODES = {

@@ -59,6 +59,7 @@ MAX_EXTENDED_HEADERS = 8  # extended headers in a row before one member
 MAX_MEMBERS = 120_000  # files and folders; each costs about 1.5 KB while it is checked
 MAX_NAME_BYTES_TOTAL = 16 * 1024 * 1024  # all member names together
 MAX_TRAILING_BYTES = 1024 * 1024  # after the end of the tar data (tar pads to 10 KiB records)
+STAGING_RESERVE_BYTES = 64 * 1024 * 1024  # left free beside a staged member, for everything else
 
 
 @dataclass
@@ -350,6 +351,8 @@ def _copy_member(
 ) -> MemberDigest:
     digest = hashlib.sha256()
     size = 0
+    if isinstance(stage, Staging):
+        stage.check_room(name, info.size)
     target = stage(name) if stage is not None else None
     try:
         while block := source.read(CHUNK):
@@ -466,6 +469,17 @@ class Staging:
                 "archive cannot be restored here"
             ) from None
         return os.fdopen(fd, "wb")
+
+    def check_room(self, name: str, size: int) -> None:
+        """Refuse, before writing it, a member that would leave less than STAGING_RESERVE_BYTES
+        free: a few kilobytes of zstd can claim a terabyte of zeros."""
+        stats = os.statvfs(self.root)
+        free = stats.f_bavail * stats.f_frsize
+        if size + STAGING_RESERVE_BYTES > free:
+            raise ArchiveError(
+                f"member {name!r} is {size} bytes but only {free} bytes are free in "
+                f"{self.root.parent}: free space there to restore this archive"
+            )
 
     def apply_metadata(self, archive: VerifiedArchive) -> None:
         """Give staged uploads their modes and mtimes: files first, then folders, deepest first.
