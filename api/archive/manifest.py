@@ -7,17 +7,33 @@ its commit point, `manifest.json`, which lists every other member with its size 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DATABASE_NAME = "database.sql"
 UPLOADS_PREFIX = "uploads"
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+# A manifest lists every file (about 270 bytes each): 64 MiB is room for 200,000 files. It is
+# parsed only once the members are known, and only if its number of JSON values is in proportion
+# to them (`check_manifest_size`), so parsing it stays within bounded memory.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MANIFEST_VALUES_PER_MEMBER = 16  # a file entry has 13 (`{`, 6 `:`, 6 `,`)
+MANIFEST_VALUES_SLACK = 4096  # the header fields, the table counts, a seed layout's checksums
+
+# Restored uploads keep the owner's bits and at most read and search for group and others:
+# never setuid, setgid or sticky, never writable by group or others, whatever the archive says.
+SAFE_MODE_MASK = 0o755
+
+
+def safe_mode(mode: int) -> int:
+    """The mode a restored upload gets for the `mode` recorded in its archive."""
+    return mode & SAFE_MODE_MASK
 
 
 class _Model(BaseModel):
@@ -50,7 +66,13 @@ class UploadsInfo(_Model):
     skipped: list[str] = Field(default_factory=list)
 
 
-class FileEntry(_Model):
+# File and folder entries are validated dataclasses with slots, not models: a manifest may list
+# 100,000 of them, and a model instance costs three times the memory.
+_ENTRY_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+@validated_dataclass(config=_ENTRY_CONFIG, slots=True)
+class FileEntry:
     path: str
     size: int
     sha256: str
@@ -59,7 +81,8 @@ class FileEntry(_Model):
     mtime_ns: int | None = None
 
 
-class DirectoryEntry(_Model):
+@validated_dataclass(config=_ENTRY_CONFIG, slots=True)
+class DirectoryEntry:
     path: str
     mode: int
     mtime: float
@@ -87,7 +110,8 @@ class Manifest(_Model):
         return (json.dumps(data, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
-class MemberDigest(BaseModel):
+@dataclass(slots=True)
+class MemberDigest:
     """What the reader saw of one member: its kind, size and SHA-256."""
 
     name: str
@@ -107,6 +131,58 @@ def parse_manifest(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("manifest.json is not a JSON object")
     return data
+
+
+_FILE_ENTRY = TypeAdapter(FileEntry)
+_DIRECTORY_ENTRY = TypeAdapter(DirectoryEntry)
+
+
+def validate_manifest(data: dict[str, Any]) -> Manifest:
+    """The Manifest in `data`, or ValueError naming the first invalid field.
+
+    `data`'s file and folder entries are replaced by validated ones one by one, so that the
+    parsed JSON and the validated entries are never both held whole. (Validating the bytes
+    instead is not an option: pydantic's JSON parser refuses the surrogate escapes that file
+    names which are not UTF-8 are written with.)
+    """
+    try:
+        for key, adapter in (("files", _FILE_ENTRY), ("directories", _DIRECTORY_ENTRY)):
+            entries = data.get(key)
+            if isinstance(entries, list):
+                for index, entry in enumerate(entries):
+                    try:
+                        entries[index] = adapter.validate_python(entry)
+                    except ValidationError as error:
+                        raise _invalid(error, (key, index)) from None
+        return Manifest.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error, ()) from None
+
+
+def _invalid(error: ValidationError, where: tuple[str | int, ...]) -> ValueError:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in (*where, *first["loc"]))
+    return ValueError(f"manifest.json is invalid at {location}: {first['msg']}")
+
+
+def check_manifest_size(raw: bytes, members: int, name_punctuation: int) -> str | None:
+    """Why `raw` is too large to parse for an archive of `members` members, or None.
+
+    json.loads makes one object per value, and a crafted manifest can pack one value into two
+    bytes (`[0,0,...`): the values, counted from the `[ { : ,` that precede each of them, must be
+    in proportion to the members (`name_punctuation` counts those characters in member names).
+    """
+    if len(raw) > MAX_MANIFEST_BYTES:
+        limit = MAX_MANIFEST_BYTES >> 20
+        return f"manifest.json is {len(raw)} bytes, more than the {limit} MiB allowed"
+    values = sum(raw.count(mark) for mark in (b"[", b"{", b":", b","))
+    allowed = MANIFEST_VALUES_PER_MEMBER * members + MANIFEST_VALUES_SLACK + name_punctuation
+    if values > allowed:
+        return (
+            f"manifest.json holds about {values} JSON values, far more than {members} members "
+            "need: it was crafted or corrupted"
+        )
+    return None
 
 
 def check_v1(manifest: Manifest, members: dict[str, MemberDigest]) -> list[str]:

@@ -8,6 +8,7 @@ applied anywhere until `read_archive` has returned without raising.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gzip
 import hashlib
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
 
 import zstandard
-from pydantic import ValidationError
 
 from api.archive.manifest import (
     DATABASE_NAME,
@@ -32,17 +32,34 @@ from api.archive.manifest import (
     UPLOADS_PREFIX,
     Manifest,
     MemberDigest,
+    check_manifest_size,
     check_v1,
     parse_manifest,
+    safe_mode,
     seed_app_version,
     seed_checksums,
+    validate_manifest,
 )
 from api.archive.paths import clean_member_name
-from api.archive.streams import CHUNK, HashingReader, decompressor, detect_compression
+from api.archive.streams import (
+    CHUNK,
+    HashingReader,
+    StreamLimitError,
+    decompressor,
+    detect_compression,
+)
 from api.config import Compression
-from api.errors import ArchiveError
+from api.errors import ArchiveError, SourceError
 
 Stage = Callable[[str], BinaryIO | None]
+
+# Bounds that keep reading any archive, however crafted, within a fixed amount of memory.
+MAX_EXTENDED_HEADER_BYTES = 1024 * 1024  # one pax / GNU long-name header; global ones in total
+MAX_EXTENDED_HEADERS = 8  # extended headers in a row before one member
+MAX_MEMBERS = 120_000  # files and folders; each costs about 1.5 KB while it is checked
+MAX_NAME_BYTES_TOTAL = 16 * 1024 * 1024  # all member names together
+MAX_TRAILING_BYTES = 1024 * 1024  # after the end of the tar data (tar pads to 10 KiB records)
+STAGING_RESERVE_BYTES = 64 * 1024 * 1024  # left free beside a staged member, for everything else
 
 
 @dataclass
@@ -112,6 +129,71 @@ def _kind(info: tarfile.TarInfo, name: str) -> str:
     raise ArchiveError(f"member {name!r} is {what}; archives may hold only files and folders")
 
 
+_EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class _BoundedTarFile(tarfile.TarFile):
+    """Stream-mode TarFile that forgets each member once read and counts extended headers.
+
+    tarfile keeps every TarInfo it has read (`members`), which a stream never looks back at: an
+    archive of millions of tiny members would otherwise be held in memory whole.
+    """
+
+    extended_headers = 0  # pax or GNU long-name headers before the current member
+    global_header_bytes = 0
+
+    def next(self) -> tarfile.TarInfo | None:
+        self.extended_headers = 0
+        info = super().next()
+        self.members.clear()  # type: ignore[attr-defined]  # typeshed omits it
+        return info
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile reads them into memory, extended headers larger than
+    MAX_EXTENDED_HEADER_BYTES, more than MAX_EXTENDED_HEADERS of them in a row, and sparse
+    files (whose maps tarfile reads without bound)."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise ArchiveError(_SPARSE)
+        if self.type in _EXTENDED_HEADERS and isinstance(tar, _BoundedTarFile):
+            tar.extended_headers += 1
+            if self.type == tarfile.XGLTYPE:
+                tar.global_header_bytes += self.size
+            if max(self.size, tar.global_header_bytes) > MAX_EXTENDED_HEADER_BYTES:
+                raise ArchiveError(
+                    f"a tar extended header claims {self.size} bytes, more than the "
+                    f"{MAX_EXTENDED_HEADER_BYTES >> 20} MiB allowed: the archive is corrupt or "
+                    "crafted and will not be read"
+                )
+            if tar.extended_headers > MAX_EXTENDED_HEADERS:
+                raise ArchiveError(
+                    f"more than {MAX_EXTENDED_HEADERS} tar extended headers in a row: the "
+                    "archive is corrupt or crafted and will not be read"
+                )
+        info: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return info
+
+    def _proc_gnusparse_00(self, *args: object) -> None:
+        raise ArchiveError(_SPARSE)
+
+    def _proc_gnusparse_01(self, *args: object) -> None:
+        raise ArchiveError(_SPARSE)
+
+    def _proc_gnusparse_10(self, *args: object) -> None:
+        raise ArchiveError(_SPARSE)
+
+
+_SPARSE = "the archive holds a sparse file; archives may hold only plain files and folders"
+
+
 def read_archive(
     path: Path,
     *,
@@ -140,14 +222,15 @@ def read_archive(
         raw = HashingReader(cast(BinaryIO, handle), on_progress)
         members: dict[str, MemberDigest] = {}
         manifest_bytes: bytes | None = None
+        name_bytes = name_punctuation = 0
         try:
             stream = decompressor(cast(BinaryIO, raw), compression)
-            with tarfile.open(
+            with _BoundedTarFile.open(
                 fileobj=stream,
                 mode="r|",
                 encoding="utf-8",
                 errors="surrogateescape",
-                bufsize=CHUNK,
+                tarinfo=_BoundedTarInfo,
             ) as tar:
                 for info in tar:
                     if info.isdir() and info.name.strip("/") in ("", "."):
@@ -158,6 +241,14 @@ def read_archive(
                         raise ArchiveError(f"unsafe archive: {error}") from None
                     if name in members or (name == MANIFEST_NAME and manifest_bytes is not None):
                         raise ArchiveError(f"member {name!r} appears twice in the archive")
+                    name_bytes += len(name)
+                    name_punctuation += sum(map(name.count, "[{:,"))
+                    if len(members) >= MAX_MEMBERS or name_bytes > MAX_NAME_BYTES_TOTAL:
+                        raise ArchiveError(
+                            f"{path.name} holds more than {MAX_MEMBERS} members or "
+                            f"{MAX_NAME_BYTES_TOTAL >> 20} MiB of member names, more than this "
+                            "tool reads: it was crafted or corrupted"
+                        )
                     kind = _kind(info, name)
                     if kind == "dir":
                         members[name] = MemberDigest(
@@ -168,15 +259,27 @@ def read_archive(
                     assert source is not None
                     if name == MANIFEST_NAME:
                         if info.size > MAX_MANIFEST_BYTES:
-                            raise ArchiveError("manifest.json is implausibly large")
+                            raise ArchiveError(
+                                f"{path.name}: manifest.json claims {info.size} bytes, more than "
+                                f"the {MAX_MANIFEST_BYTES >> 20} MiB allowed: it was crafted or "
+                                "corrupted"
+                            )
                         manifest_bytes = source.read()
                         continue
                     members[name] = _copy_member(name, info, cast(BinaryIO, source), stage)
-            while stream.read(CHUNK):
-                pass
+            trailing = 0
+            while block := stream.read(CHUNK):
+                trailing += len(block)
+                if trailing > MAX_TRAILING_BYTES:
+                    raise ArchiveError(
+                        f"{path.name} goes on for more than {MAX_TRAILING_BYTES >> 20} MiB after "
+                        "the end of its tar data: it is corrupt or was altered"
+                    )
             raw.drain()
         except ArchiveError:
             raise
+        except StreamLimitError as error:
+            raise ArchiveError(f"{path.name}: {error}") from None
         except (
             EOFError,
             OSError,
@@ -184,6 +287,8 @@ def read_archive(
             gzip.BadGzipFile,
             zstandard.ZstdError,
             tarfile.TarError,
+            ValueError,  # tarfile's own parsing of numbers in crafted headers
+            RecursionError,
         ) as error:
             raise ArchiveError(
                 f"{path.name} is truncated or corrupt ({error}); it cannot be restored"
@@ -196,6 +301,10 @@ def read_archive(
         )
     if manifest_bytes is None:
         raise ArchiveError(f"{path.name} has no manifest.json: it is not a Nexus Backup archive")
+    _check_folders_hold_no_file(path, members)
+    too_large = check_manifest_size(manifest_bytes, len(members), name_punctuation)
+    if too_large:
+        raise ArchiveError(f"{path.name}: {too_large}")
     try:
         data = parse_manifest(manifest_bytes)
     except ValueError as error:
@@ -215,6 +324,7 @@ def read_archive(
         result.warnings.append(
             "no catalog record or .sha256 sidecar: the whole-file checksum was not checked"
         )
+    del manifest_bytes
     if "formatVersion" in data:
         _check_v1(result, data)
     else:
@@ -222,18 +332,40 @@ def read_archive(
     return result
 
 
+def _check_folders_hold_no_file(path: Path, members: dict[str, MemberDigest]) -> None:
+    """Refuse a file that other members are inside of (`uploads/a` and `uploads/a/b`)."""
+    names = sorted(members)
+    for name, member in members.items():
+        if member.kind != "file":
+            continue
+        below = bisect.bisect_left(names, name + "/")
+        if below < len(names) and names[below].startswith(name + "/"):
+            raise ArchiveError(
+                f"{path.name}: member {names[below]!r} is inside {name!r}, which is a file: the "
+                "archive is corrupt or crafted"
+            )
+
+
 def _copy_member(
     name: str, info: tarfile.TarInfo, source: BinaryIO, stage: Stage | None
 ) -> MemberDigest:
     digest = hashlib.sha256()
     size = 0
+    if isinstance(stage, Staging):
+        stage.check_room(name, info.size)
     target = stage(name) if stage is not None else None
     try:
         while block := source.read(CHUNK):
             digest.update(block)
             size += len(block)
             if target is not None:
-                target.write(block)
+                try:
+                    target.write(block)
+                except OSError as error:
+                    raise SourceError(
+                        f"cannot stage {name!r} ({error.strerror}): free space where the "
+                        "archive is staged and try again"
+                    ) from None
     finally:
         if target is not None:
             target.close()
@@ -257,13 +389,10 @@ def _check_v1(result: VerifiedArchive, data: dict[str, Any]) -> None:
             f"{FORMAT_VERSION}: upgrade nexus-backup to restore it"
         )
     try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ArchiveError(
-            f"{result.path.name}: manifest.json is invalid at {where}: {first['msg']}"
-        ) from None
+        manifest = validate_manifest(data)
+    except ValueError as error:
+        raise ArchiveError(f"{result.path.name}: {error}") from None
+    result.raw_manifest = {k: v for k, v in data.items() if k not in ("files", "directories")}
     problems = check_v1(manifest, result.members)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -326,12 +455,38 @@ class Staging:
 
     def __call__(self, name: str) -> BinaryIO | None:
         path = self._path(name)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise ArchiveError(
+                f"member {name!r} collides with another member (a file and a folder of the same "
+                "name): the archive is corrupt or crafted"
+            ) from None
+        except OSError as error:
+            raise ArchiveError(
+                f"member {name!r} cannot be staged in {self.root} ({error.strerror}): the "
+                "archive cannot be restored here"
+            ) from None
         return os.fdopen(fd, "wb")
 
+    def check_room(self, name: str, size: int) -> None:
+        """Refuse, before writing it, a member that would leave less than STAGING_RESERVE_BYTES
+        free: a few kilobytes of zstd can claim a terabyte of zeros."""
+        stats = os.statvfs(self.root)
+        free = stats.f_bavail * stats.f_frsize
+        if size + STAGING_RESERVE_BYTES > free:
+            raise ArchiveError(
+                f"member {name!r} is {size} bytes but only {free} bytes are free in "
+                f"{self.root.parent}: free space there to restore this archive"
+            )
+
     def apply_metadata(self, archive: VerifiedArchive) -> None:
-        """Give staged uploads their modes and mtimes: files first, then folders, deepest first."""
+        """Give staged uploads their modes and mtimes: files first, then folders, deepest first.
+
+        Modes pass through `safe_mode`: no setuid, setgid or sticky bit, no write for group or
+        others. Ownership is never applied: everything belongs to the user running the restore.
+        """
         files: list[tuple[str, int, int]] = []
         dirs: list[tuple[str, int, int]] = []
         if archive.manifest is not None:
@@ -352,14 +507,14 @@ class Staging:
             if not _is_upload(name):
                 continue
             path = self._path(name)
-            os.chmod(path, mode & 0o7777, follow_symlinks=False)
+            os.chmod(path, safe_mode(mode), follow_symlinks=False)
             os.utime(path, ns=(ns, ns), follow_symlinks=False)
         for name, mode, ns in sorted(dirs, key=lambda item: item[0].count("/"), reverse=True):
             if not _is_upload(name):
                 continue
             path = self._path(name)
             path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, mode & 0o7777)
+            os.chmod(path, safe_mode(mode))
             os.utime(path, ns=(ns, ns))
 
     def remove(self) -> None:

@@ -15,6 +15,10 @@ from api.config import Compression
 CHUNK = 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_SKIPPABLE_MAGIC = 0x184D2A50  # skippable frames: 0x184D2A50..0x184D2A5F (RFC 8878 3.1.2)
+ZSTD_SKIPPABLE_MASK = 0xFFFFFFF0
+ZSTD_MAX_BLOCK = 128 * 1024  # Block_Maximum_Size: no block holds or yields more (RFC 8878)
+ZSTD_MAX_WINDOW = 1 << 25  # 32 MiB: what zstd levels 1-20 use; --long and -21/-22 need more
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 
@@ -96,39 +100,123 @@ def detect_compression(head: bytes) -> Compression:
     raise ValueError("not a .tar.gz or .tar.zst archive (unknown file signature)")
 
 
+class StreamLimitError(ValueError):
+    """The input is well formed but exceeds a bound this reader sets to keep memory bounded."""
+
+
+def _zstd_window(rest: bytes, single_segment: bool, content_size_bytes: int) -> int:
+    """Window_Size of a frame from its header after the descriptor byte (RFC 8878 3.1.1.1)."""
+    if not single_segment:
+        exponent, mantissa = rest[0] >> 3, rest[0] & 0x07
+        base = 1 << (10 + exponent)
+        return base + (base >> 3) * mantissa
+    value = int.from_bytes(rest[len(rest) - content_size_bytes :], "little")
+    return value + 256 if content_size_bytes == 2 else value
+
+
 class ZstdReader(io.RawIOBase):
-    """Decompresses zstd frames one after another; a stream that ends inside a frame raises
-    EOFError (zstandard's own stream reader reports a clean end instead)."""
+    """Decompresses zstd frames one after another, handing libzstd one block at a time.
+
+    A block never decompresses to more than 128 KiB, so memory stays bounded whatever the
+    compression ratio (1 GiB of zeros fits in 34 KB), and every byte is copied a fixed number of
+    times. A stream that ends inside a frame raises EOFError (zstandard's own stream reader
+    reports a clean end instead); libzstd checks everything else (block contents, checksums).
+    """
 
     def __init__(self, source: BinaryIO) -> None:
         self._source = source
-        self._decompressor = zstandard.ZstdDecompressor()
-        self._frame = self._decompressor.decompressobj()
-        self._pending = b""
-        self._in_frame = False
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        self._frame: zstandard.ZstdDecompressionObj | None = None
+        self._checksum = False
+        self._input = b""  # compressed bytes read ahead; those before _offset are used up
+        self._offset = 0
+        self._output = b""  # one block's output; those before _given were handed out
+        self._given = 0
+        self._ended = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            data = self._source.read(CHUNK)
-            if not data:
-                if self._in_frame:
-                    raise EOFError("the zstd stream ends in the middle of a frame")
+        while self._given >= len(self._output):
+            if self._ended:
                 return 0
-            while data:
-                self._in_frame = True
-                self._pending += self._frame.decompress(data)
-                if not self._frame.eof:
-                    break
-                data = self._frame.unused_data
-                self._frame = self._decompressor.decompressobj()
-                self._in_frame = False
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+            self._output, self._given = b"", 0
+            self._advance()
+        size = min(len(buffer), len(self._output) - self._given)
+        buffer[:size] = memoryview(self._output)[self._given : self._given + size]
+        self._given += size
         return size
+
+    def _fill(self, size: int) -> bool:
+        """Have at least `size` unused input bytes read ahead; False if the source ends first."""
+        if len(self._input) - self._offset >= size:
+            return True
+        pending = bytearray(memoryview(self._input)[self._offset :])
+        self._input, self._offset = b"", 0
+        while len(pending) < size:
+            data = self._source.read(max(CHUNK, size - len(pending)))
+            if not data:
+                self._input = bytes(pending)
+                return False
+            pending += data
+        self._input = bytes(pending)
+        return True
+
+    def _take(self, size: int) -> memoryview:
+        if not self._fill(size):
+            raise EOFError("the zstd stream ends in the middle of a frame")
+        start = self._offset
+        self._offset += size
+        return memoryview(self._input)[start : self._offset]
+
+    def _skip(self, size: int) -> None:
+        while size:
+            step = min(size, CHUNK)
+            self._take(step)
+            size -= step
+
+    def _advance(self) -> None:
+        """Decompress the next frame header or block into `_output` (or skip a skippable frame)."""
+        if self._frame is None:
+            if not self._fill(1):
+                self._ended = True
+                return
+            magic = int.from_bytes(self._take(4), "little")
+            if magic & ZSTD_SKIPPABLE_MASK == ZSTD_SKIPPABLE_MAGIC:
+                self._skip(int.from_bytes(self._take(4), "little"))
+                return
+            if magic != int.from_bytes(ZSTD_MAGIC, "little"):
+                raise zstandard.ZstdError("data after the last zstd frame is not a zstd frame")
+            descriptor = self._take(1)[0]
+            single_segment = bool(descriptor & 0x20)
+            content_size_bytes = ((1 if single_segment else 0), 2, 4, 8)[descriptor >> 6]
+            size = (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 0x03]
+            rest = bytes(self._take(size + content_size_bytes))
+            window = _zstd_window(rest, single_segment, content_size_bytes)
+            if window > ZSTD_MAX_WINDOW:
+                raise StreamLimitError(
+                    f"a zstd frame needs a {window >> 20} MiB window, more than the "
+                    f"{ZSTD_MAX_WINDOW >> 20} MiB this reader allows: recompress it with zstd "
+                    "level 19 or lower, without --long"
+                )
+            self._frame = self._decompressor.decompressobj()
+            self._checksum = bool(descriptor & 0x04)
+            self._output = self._frame.decompress(ZSTD_MAGIC + bytes([descriptor]) + rest)
+            return
+        if not self._fill(3):
+            raise EOFError("the zstd stream ends in the middle of a frame")
+        start = self._offset
+        value = int.from_bytes(self._input[start : start + 3], "little")
+        last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3 or size > ZSTD_MAX_BLOCK:
+            raise zstandard.ZstdError("a zstd block header is corrupt")
+        length = 3 + (1 if kind == 1 else size) + (4 if last and self._checksum else 0)
+        self._output = self._frame.decompress(self._take(length))
+        if last:
+            if not self._frame.eof:
+                raise zstandard.ZstdError("a zstd frame does not end after its last block")
+            self._frame = None
 
 
 def decompressor(source: BinaryIO, compression: Compression) -> BinaryIO:
