@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from api.archive import manifest as fmt
 from api.archive.paths import MAX_NAME_BYTES, clean_member_name
-from api.archive.sqlscan import DumpScanner
 from api.archive.reader import Staging, VerifiedArchive, read_archive
+from api.archive.sqlscan import DumpScanner
 from api.archive.streams import suffix_for
 from api.archive.writer import PARTIAL_MARK, ArchiveWriter, read_sidecar
 from api.config import Compression
@@ -1023,7 +1023,7 @@ def test_reader_reports_member_mode_and_nanosecond_mtime(tmp_path: Path) -> None
     assert members["uploads/whole.txt"].mtime_ns == 1_600_000_000_000_000_000
 
 
-# --- 6. counting COPY rows (DumpScanner) ------------------------------------------------------------------------------
+# --- 6. counting COPY rows (DumpScanner) ----------------------------------------------------------
 
 PLAIN_DUMP = rb'''--
 -- PostgreSQL database dump

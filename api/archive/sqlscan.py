@@ -575,7 +575,7 @@ class DumpScanner:
     def _check_set(self, tokens: list[bytes], at: int) -> None:
         rest = [_setting_name(token) for token in tokens[1:4]] + tokens[4:]
         if rest[:1] in ([b"SESSION"], [b"LOCAL"]) and rest[1:2] != [b"="]:
-            rest = rest[1:] if rest[1:3] != [b"AUTHORIZATION"] else rest
+            rest = rest[1:] if rest[1:2] != [b"AUTHORIZATION"] else rest
         if not rest:
             return
         name = rest[0]
