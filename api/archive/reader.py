@@ -41,6 +41,7 @@ from api.archive.manifest import (
     validate_manifest,
 )
 from api.archive.paths import clean_member_name
+from api.archive.sqlscan import DumpError, DumpScanner
 from api.archive.streams import (
     CHUNK,
     HashingReader,
@@ -74,6 +75,9 @@ class VerifiedArchive:
     members: dict[str, MemberDigest]
     checksum_source: str | None
     warnings: list[str] = field(default_factory=list)
+    # Rows per table counted in database.sql's COPY blocks while it was read (never trusted
+    # from the manifest): what a dry run and a drill report.
+    dump_tables: dict[str, int] = field(default_factory=dict)
 
     @property
     def app_version(self) -> str | None:
@@ -223,6 +227,7 @@ def read_archive(
         members: dict[str, MemberDigest] = {}
         manifest_bytes: bytes | None = None
         name_bytes = name_punctuation = 0
+        scanner = DumpScanner()
         try:
             stream = decompressor(cast(BinaryIO, raw), compression)
             with _BoundedTarFile.open(
@@ -266,7 +271,8 @@ def read_archive(
                             )
                         manifest_bytes = source.read()
                         continue
-                    members[name] = _copy_member(name, info, cast(BinaryIO, source), stage)
+                    scan = scanner if name == DATABASE_NAME else None
+                    members[name] = _copy_member(name, info, cast(BinaryIO, source), stage, scan)
             trailing = 0
             while block := stream.read(CHUNK):
                 trailing += len(block)
@@ -280,6 +286,8 @@ def read_archive(
             raise
         except StreamLimitError as error:
             raise ArchiveError(f"{path.name}: {error}") from None
+        except DumpError as error:
+            raise ArchiveError(f"{path.name}: database.sql {error}") from None
         except (
             EOFError,
             OSError,
@@ -329,6 +337,12 @@ def read_archive(
         _check_v1(result, data)
     else:
         _check_seed(result, data)
+    if DATABASE_NAME in members:
+        try:
+            result.dump_tables = scanner.finish().tables
+        except DumpError as error:
+            raise ArchiveError(f"{path.name}: database.sql {error}") from None
+        _check_counts(result)
     return result
 
 
@@ -346,8 +360,33 @@ def _check_folders_hold_no_file(path: Path, members: dict[str, MemberDigest]) ->
             )
 
 
+def _check_counts(result: VerifiedArchive) -> None:
+    """The manifest's row counts must be the ones database.sql really holds."""
+    if result.manifest is None:
+        return
+    recorded = result.manifest.database
+    counted = result.dump_tables
+    for table in sorted(set(recorded.tables) | set(counted)):
+        if recorded.tables.get(table) != counted.get(table):
+            raise ArchiveError(
+                f"{result.path.name}: database.sql holds {counted.get(table, 'no')} rows of "
+                f"{table} but manifest.json says {recorded.tables.get(table, 'none')}: the "
+                "archive was altered; restore another backup"
+            )
+    if recorded.table_count != len(counted) or recorded.record_count != sum(counted.values()):
+        raise ArchiveError(
+            f"{result.path.name}: manifest.json counts {recorded.table_count} tables and "
+            f"{recorded.record_count} rows but database.sql holds {len(counted)} tables and "
+            f"{sum(counted.values())} rows: the archive was altered; restore another backup"
+        )
+
+
 def _copy_member(
-    name: str, info: tarfile.TarInfo, source: BinaryIO, stage: Stage | None
+    name: str,
+    info: tarfile.TarInfo,
+    source: BinaryIO,
+    stage: Stage | None,
+    scan: DumpScanner | None = None,
 ) -> MemberDigest:
     digest = hashlib.sha256()
     size = 0
@@ -358,6 +397,8 @@ def _copy_member(
         while block := source.read(CHUNK):
             digest.update(block)
             size += len(block)
+            if scan is not None:
+                scan.feed(block)
             if target is not None:
                 try:
                     target.write(block)

@@ -448,8 +448,8 @@ async def _plan(url: str, uploads_dir: Path, verified: VerifiedArchive) -> Resto
         warnings=list(verified.warnings),
     )
     live = await postgres.table_row_counts(url)
-    if manifest is not None:
-        archived = manifest.database.tables
+    if DATABASE_NAME in verified.members:
+        archived = verified.dump_tables  # counted in database.sql, not taken from the manifest
         for table in sorted(set(live) | set(archived)):
             if live.get(table) != archived.get(table):
                 plan.tables.append(TableChange(table, live.get(table), archived.get(table)))

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +25,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from api.archive.sqlscan import DumpError, DumpScanner
 from api.config import CATALOG_SCHEMA, Settings
-from api.errors import ConfigError, SourceError
+from api.errors import ArchiveError, ConfigError, SourceError
 
 CHUNK = 1024 * 1024
 _QUERY_ENV = {
@@ -171,80 +176,6 @@ async def read_schema_version(conn: asyncpg.Connection) -> str | None:
     return None
 
 
-class CopyCounter:
-    """Counts the rows of each table in a plain pg_dump stream as it passes (COPY blocks).
-
-    Rows counted this way come from the very snapshot that was dumped, for free.
-    """
-
-    def __init__(self) -> None:
-        self.tables: dict[str, int] = {}
-        self._tail = b""
-        self._table: str | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._tail = data
-            return
-        self._tail = data[cut + 1 :]
-        view = b"\n" + data[: cut + 1]
-        pos = 0
-        while True:
-            if self._table is None:
-                start = view.find(b"\nCOPY ", pos)
-                if start < 0:
-                    return
-                end = view.find(b"\n", start + 1)
-                header = view[start + 1 : end]
-                pos = end
-                if header.endswith(b" FROM stdin;"):
-                    self._table = _copy_table(header)
-                    self.tables.setdefault(self._table, 0)
-            else:
-                stop = view.find(b"\n\\.\n", pos)
-                if stop < 0:
-                    self.tables[self._table] += view.count(b"\n", pos + 1)
-                    return
-                self.tables[self._table] += view.count(b"\n", pos + 1, stop + 1)
-                self._table = None
-                pos = stop + 3
-
-
-def _copy_table(header: bytes) -> str:
-    """'schema.table' from `COPY "schema"."table" (cols) FROM stdin;` (quotes undone)."""
-    text = header[5:].decode("utf-8", "replace")
-    parts: list[str] = []
-    i = 0
-    while i < len(text) and len(parts) < 2:
-        if text[i] == '"':
-            j = i + 1
-            buf = []
-            while j < len(text):
-                if text[j] == '"':
-                    if j + 1 < len(text) and text[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(text[j])
-                j += 1
-            parts.append("".join(buf))
-            i = j + 1
-        else:
-            j = i
-            while j < len(text) and text[j] not in ". (":
-                j += 1
-            parts.append(text[i:j])
-            i = j
-        if i < len(text) and text[i] == ".":
-            i += 1
-        else:
-            break
-    return ".".join(parts)
-
-
 @dataclass
 class DumpResult:
     size: int = 0
@@ -334,7 +265,7 @@ def _run_pg_dump(
     reader = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
     reader.start()
     digest = hashlib.sha256()
-    counter = CopyCounter()
+    scanner = DumpScanner()  # the same row counting and checks as verification and restore
     size = 0
     try:
         while block := process.stdout.read(CHUNK):
@@ -342,10 +273,16 @@ def _run_pg_dump(
                 raise SourceError("the backup was cancelled while dumping the database")
             spool.write(block)
             digest.update(block)
-            counter.feed(block)
+            scanner.feed(block)
             size += len(block)
             if on_progress is not None:
                 on_progress(len(block))
+    except DumpError as error:
+        process.kill()
+        raise SourceError(
+            f"pg_dump wrote a dump that could not be restored safely ({error}); "
+            "report this with the pg_dump version"
+        ) from None
     except BaseException:
         process.kill()  # nobody reads its output any more: it must not block on a full pipe
         raise
@@ -356,7 +293,14 @@ def _run_pg_dump(
         process.stderr.close()
     if code != 0:
         raise SourceError(f"pg_dump failed (exit {code}): {_tail(errors)}")
-    return DumpResult(size=size, sha256=digest.hexdigest(), tables=counter.tables)
+    try:
+        tables = scanner.finish().tables
+    except DumpError as error:
+        raise SourceError(
+            f"pg_dump wrote a dump that could not be restored safely ({error}); "
+            "report this with the pg_dump version"
+        ) from None
+    return DumpResult(size=size, sha256=digest.hexdigest(), tables=tables)
 
 
 CLEAN_SQL = r"""
@@ -401,6 +345,110 @@ $nexus$;
 RESET client_min_messages;
 """
 
+# The first minor release of each major whose psql has \restrict (the August 2025 releases).
+RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+
+def check_psql_restrict(version: str) -> None:
+    """Refuse a psql without \restrict: it could not stop a dump from running meta-commands."""
+    numbers = [int(part) for part in re.findall(r"\d+", version)[:2]]
+    major, minor = numbers[0], numbers[1] if len(numbers) > 1 else 0
+    if major >= 18 or minor >= RESTRICT_SINCE.get(major, 1 << 30):
+        return
+    fix = f"{major}.{RESTRICT_SINCE[major]}" if major in RESTRICT_SINCE else "17.6"
+    raise ConfigError(
+        f"psql {version} cannot load dumps safely (no \\restrict): install postgresql-client "
+        f"{fix} or newer, or set PG_BIN_DIR"
+    )
+
+
+async def _psql_for_loading(url: str, settings: Settings) -> str:
+    conn = await connect(url)
+    try:
+        major, _ = await server_version(conn)
+    finally:
+        await conn.close()
+    psql = find_tool("psql", settings, major)
+    _, version = await asyncio.to_thread(tool_version, psql)
+    check_psql_restrict(version)
+    return psql
+
+
+class DumpFeed:
+    """database.sql as psql gets it: through a FIFO it reads with `\\i`, checked and filtered by
+    DumpScanner on the way, behind our own `\\restrict` with a random key.
+
+    psql's control stream says `\\i FIFO` then `\\unrestrict KEY` (see `include`). The FIFO
+    starts with `\\restrict KEY`, so no meta-command in the dump can run, not even one the
+    scanner missed; `\\i` gives the dump its own lexer, so a dump that ends inside a string
+    cannot swallow the control lines after it. If the scanner refuses the dump part-way, psql
+    is killed before the FIFO is closed: it never reaches what follows the `\\i`.
+    """
+
+    def __init__(self, sql_path: Path) -> None:
+        self.sql_path = sql_path
+        self.key = secrets.token_hex(32)
+        self.fifo = sql_path.parent / f".load-{secrets.token_hex(8)}.fifo"
+        os.mkfifo(self.fifo, 0o600)
+        self.problem: str | None = None
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def include(self) -> str:
+        """The psql control lines that load the dump and then lift our restriction."""
+        path = str(self.fifo).replace("\\", "\\\\").replace("'", "\\'")
+        return f"\\i '{path}'\n\\unrestrict {self.key}\n"
+
+    def start(self, pid: int) -> None:
+        self._task = asyncio.create_task(asyncio.to_thread(self._write, pid))
+
+    async def finish(self) -> str | None:
+        """Stop feeding (if still waiting for psql), remove the FIFO; why the dump was refused."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        with contextlib.suppress(FileNotFoundError):
+            self.fifo.unlink()
+        return self.problem
+
+    def _open(self) -> int | None:
+        while not self._stop.is_set():
+            try:
+                return os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as error:
+                if error.errno != errno.ENXIO:  # ENXIO: psql has not opened it yet
+                    raise
+            time.sleep(0.02)
+        return None
+
+    def _write(self, pid: int) -> None:
+        fd = self._open()
+        if fd is None:
+            return
+        try:
+            os.set_blocking(fd, True)
+            scanner = DumpScanner()
+            _write_all(fd, f"\\restrict {self.key}\n".encode())
+            with open(self.sql_path, "rb") as source:
+                while block := source.read(CHUNK):
+                    _write_all(fd, scanner.feed(block))
+            scanner.finish()
+        except DumpError as error:
+            self.problem = str(error)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # before the FIFO closes: psql must not go on
+        except BrokenPipeError:
+            pass  # psql stopped reading; its own exit reports why
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 MARKER_SQL = """
 CREATE SCHEMA IF NOT EXISTS nexus_backup;
 CREATE TABLE IF NOT EXISTS nexus_backup.restore_commit (
@@ -429,15 +477,12 @@ class DatabaseRestore:
         self._process: asyncio.subprocess.Process | None = None
         self._errors: list[bytes] = []
         self._stderr_task: asyncio.Task[None] | None = None
+        self._feed: DumpFeed | None = None
 
     async def apply(self) -> None:
         """Run everything up to, not including, COMMIT. Raises SourceError if psql fails."""
-        conn = await connect(self._url)
-        try:
-            major, _ = await server_version(conn)
-        finally:
-            await conn.close()
-        psql = find_tool("psql", self._settings, major)
+        psql = await _psql_for_loading(self._url, self._settings)
+        self._feed = DumpFeed(self._sql_path)
         self._process = await asyncio.create_subprocess_exec(
             psql,
             "-X",
@@ -455,17 +500,26 @@ class DatabaseRestore:
             env={**_subprocess_env(self._url), "PGAPPNAME": restore_session_name(self._restore_id)},
         )
         self._stderr_task = asyncio.create_task(self._read_stderr())
-        path = str(self._sql_path).replace("\\", "\\\\").replace("'", "\\'")
+        self._feed.start(self._process.pid)
         script = (
             "BEGIN;\n"
             + f"SELECT pg_advisory_xact_lock(hashtextextended('{self._restore_id}', 0));\n"
             + CLEAN_SQL
-            + f"\\i '{path}'\n"
+            + self._feed.include()
             + MARKER_SQL.format(restore_id=self._restore_id)
             + f"\\echo {self.APPLIED}\n"
         )
         await self._send(script)
-        await self._expect(self.APPLIED, "loading database.sql")
+        try:
+            await self._expect(self.APPLIED, "loading database.sql")
+        except SourceError:
+            if await self._feed.finish() is not None:
+                raise ArchiveError(
+                    f"database.sql was refused while loading: {self._feed.problem}"
+                ) from None
+            raise
+        if await self._feed.finish() is not None:
+            raise ArchiveError(f"database.sql was refused while loading: {self._feed.problem}")
 
     async def commit(self) -> None:
         await self._send(f"COMMIT;\n\\echo {self.COMMITTED}\n\\q\n")
@@ -474,16 +528,17 @@ class DatabaseRestore:
 
     async def rollback(self) -> None:
         process = self._process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(Exception):
-            await self._send("ROLLBACK;\n\\q\n")
-        try:
-            await asyncio.wait_for(process.wait(), timeout=30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        await self._finish(check=False)
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(Exception):
+                await self._send("ROLLBACK;\n\\q\n")
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            await self._finish(check=False)
+        if self._feed is not None:
+            await self._feed.finish()
 
     async def _send(self, text: str) -> None:
         assert self._process is not None
@@ -524,33 +579,40 @@ class DatabaseRestore:
 
 
 async def load_sql(url: str, settings: Settings, sql_path: Path) -> None:
-    """psql -f database.sql into `url` in one transaction (a scratch database, for deep verify)."""
-    conn = await connect(url)
+    """Load database.sql into `url` in one transaction (a scratch database, for deep verify),
+    checked, filtered and behind our own `\\restrict` exactly as a restore loads it."""
+    psql = await _psql_for_loading(url, settings)
+    feed = DumpFeed(sql_path)
     try:
-        major, _ = await server_version(conn)
+        process = await asyncio.create_subprocess_exec(
+            psql,
+            "-X",
+            "-q",
+            "--no-password",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=terse",
+            "-o",
+            os.devnull,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=_subprocess_env(url),
+        )
+        feed.start(process.pid)
+        script = "BEGIN;\n" + feed.include() + "COMMIT;\n"
+        try:
+            _, stderr = await process.communicate(script.encode())
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
     finally:
-        await conn.close()
-    psql = find_tool("psql", settings, major)
-    process = await asyncio.create_subprocess_exec(
-        psql,
-        "-X",
-        "-q",
-        "--no-password",
-        "--single-transaction",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-v",
-        "VERBOSITY=terse",
-        "-o",
-        os.devnull,
-        "-f",
-        str(sql_path),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=_subprocess_env(url),
-    )
-    _, stderr = await process.communicate()
+        problem = await feed.finish()
+    if problem is not None:
+        raise ArchiveError(f"database.sql was refused while loading: {problem}")
     if process.returncode != 0:
         raise SourceError(f"psql exited with {process.returncode}: {_tail([stderr])}")
 
