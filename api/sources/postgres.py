@@ -401,12 +401,217 @@ $nexus$;
 RESET client_min_messages;
 """
 
-MARKER_SQL = """
+# Created before the restore's transaction begins, so the guard sees no change of its own.
+MARKER_TABLE_SQL = """
+SET search_path = pg_catalog, pg_temp;
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS nexus_backup;
 CREATE TABLE IF NOT EXISTS nexus_backup.restore_commit (
   restore_id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT now());
+RESET client_min_messages;
+"""
+
+MARKER_SQL = """
 INSERT INTO nexus_backup.restore_commit (restore_id) VALUES ('{restore_id}');
 """
+
+# --- The catalog guard: database.sql must not change the catalog schema ---------------------
+#
+# The restore runs in one REPEATABLE READ transaction. Before the dump, the guard keeps (in psql
+# variables, which SQL cannot set) the transaction id, the schema's oid, how many system-catalog
+# entries belong to the schema (tables, columns, triggers, rules, policies, indexes,
+# constraints, functions, types, ...), the row count of each of its tables and the last value of
+# each of its sequences. After the dump it checks, with search_path pinned and the role reset:
+# same transaction; no entry and no row written by this transaction (a visible row whose xmin is
+# this transaction or one of its subtransactions has age(xmin) <= 0; under REPEATABLE READ,
+# rows committed by others meanwhile are invisible, so the service's own concurrent writes never
+# count); the same number of entries and rows (nothing dropped or deleted); no sequence moved
+# back (setval is not transactional, so a lowered one is put back). Deferred triggers are fired
+# and cursors closed first, so that no code of the dump is left to run at COMMIT.
+
+GUARD_REFUSED = "NEXUS-BACKUP-CATALOG-CHANGED"
+
+_GUARD_OBJECTS = """
+WITH s AS (SELECT :'nexus_guard_schema'::pg_catalog.oid AS oid),
+rel AS (SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c, s
+        WHERE c.relnamespace = s.oid),
+obj(kind, what, mine) AS (
+  SELECT 'namespace', 'the schema itself (owner, grants or name)', pg_catalog.age(n.xmin) <= 0
+    FROM pg_catalog.pg_namespace n, s WHERE n.oid = s.oid
+  UNION ALL SELECT 'class', CASE WHEN c.relkind IN ('r', 'p') THEN 'table '
+      WHEN c.relkind = 'i' THEN 'index ' WHEN c.relkind = 'S' THEN 'sequence '
+      WHEN c.relkind IN ('v', 'm') THEN 'view ' ELSE 'relation ' END || c.relname,
+      pg_catalog.age(c.xmin) <= 0 FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid
+  UNION ALL SELECT 'attribute', 'columns of table ' || r.relname, pg_catalog.age(a.xmin) <= 0
+    FROM pg_catalog.pg_attribute a JOIN rel r ON a.attrelid = r.oid
+  UNION ALL SELECT 'attrdef', 'column defaults of table ' || r.relname,
+      pg_catalog.age(d.xmin) <= 0 FROM pg_catalog.pg_attrdef d JOIN rel r ON d.adrelid = r.oid
+  UNION ALL SELECT 'trigger', 'trigger ' || t.tgname || ' on table ' || r.relname,
+      pg_catalog.age(t.xmin) <= 0 FROM pg_catalog.pg_trigger t JOIN rel r ON t.tgrelid = r.oid
+  UNION ALL SELECT 'rewrite', 'rule ' || w.rulename || ' on table ' || r.relname,
+      pg_catalog.age(w.xmin) <= 0 FROM pg_catalog.pg_rewrite w JOIN rel r ON w.ev_class = r.oid
+  UNION ALL SELECT 'policy', 'policy ' || p.polname || ' on table ' || r.relname,
+      pg_catalog.age(p.xmin) <= 0 FROM pg_catalog.pg_policy p JOIN rel r ON p.polrelid = r.oid
+  UNION ALL SELECT 'index', 'an index on table ' || r.relname, pg_catalog.age(i.xmin) <= 0
+    FROM pg_catalog.pg_index i JOIN rel r ON i.indrelid = r.oid
+  UNION ALL SELECT 'constraint', 'constraint ' || k.conname, pg_catalog.age(k.xmin) <= 0
+    FROM pg_catalog.pg_constraint k, s WHERE k.connamespace = s.oid
+      OR k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel)
+  UNION ALL SELECT 'inherits', 'inheritance of table ' || r.relname, pg_catalog.age(i.xmin) <= 0
+    FROM pg_catalog.pg_inherits i JOIN rel r ON r.oid IN (i.inhparent, i.inhrelid)
+  UNION ALL SELECT 'depend', 'an object depending on ' || r.relname, pg_catalog.age(d.xmin) <= 0
+    FROM pg_catalog.pg_depend d JOIN rel r
+      ON (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.oid)
+      OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = r.oid)
+  UNION ALL SELECT 'sequence', 'sequence ' || r.relname, pg_catalog.age(q.xmin) <= 0
+    FROM pg_catalog.pg_sequence q JOIN rel r ON q.seqrelid = r.oid
+  UNION ALL SELECT 'proc', 'function ' || p.proname, pg_catalog.age(p.xmin) <= 0
+    FROM pg_catalog.pg_proc p, s WHERE p.pronamespace = s.oid
+  UNION ALL SELECT 'type', 'type ' || t.typname, pg_catalog.age(t.xmin) <= 0
+    FROM pg_catalog.pg_type t, s WHERE t.typnamespace = s.oid
+  UNION ALL SELECT 'operator', 'operator ' || o.oprname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_operator o, s WHERE o.oprnamespace = s.oid
+  UNION ALL SELECT 'opclass', 'operator class ' || o.opcname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_opclass o, s WHERE o.opcnamespace = s.oid
+  UNION ALL SELECT 'opfamily', 'operator family ' || o.opfname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_opfamily o, s WHERE o.opfnamespace = s.oid
+  UNION ALL SELECT 'collation', 'collation ' || o.collname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_collation o, s WHERE o.collnamespace = s.oid
+  UNION ALL SELECT 'conversion', 'conversion ' || o.conname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_conversion o, s WHERE o.connamespace = s.oid
+  UNION ALL SELECT 'ts_config', 'text search configuration ' || o.cfgname,
+      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_config o, s WHERE o.cfgnamespace = s.oid
+  UNION ALL SELECT 'ts_dict', 'text search dictionary ' || o.dictname,
+      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_dict o, s WHERE o.dictnamespace = s.oid
+  UNION ALL SELECT 'ts_parser', 'text search parser ' || o.prsname,
+      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_parser o, s WHERE o.prsnamespace = s.oid
+  UNION ALL SELECT 'ts_template', 'text search template ' || o.tmplname,
+      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_template o, s
+      WHERE o.tmplnamespace = s.oid
+  UNION ALL SELECT 'statistic_ext', 'statistics object ' || o.stxname,
+      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_statistic_ext o, s
+      WHERE o.stxnamespace = s.oid
+  UNION ALL SELECT 'extension', 'extension ' || o.extname, pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_extension o, s WHERE o.extnamespace = s.oid
+  UNION ALL SELECT 'default_acl', 'default privileges in the schema', pg_catalog.age(o.xmin) <= 0
+    FROM pg_catalog.pg_default_acl o, s WHERE o.defaclnamespace = s.oid
+),
+counted AS (
+  SELECT pg_catalog.string_agg(kind || '=' || n, ',' ORDER BY kind) AS entries
+  FROM (SELECT kind, pg_catalog.count(*) AS n FROM obj GROUP BY kind) k
+),
+-- Each table's row count and rows of this transaction, each sequence's last value.
+fill AS (
+  SELECT c.oid, c.relname::text AS relname, c.relkind,
+    pg_catalog.query_to_xml(pg_catalog.format(CASE c.relkind
+      WHEN 'S' THEN 'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS n,'
+        ' 0 AS m FROM %I.%I'
+      ELSE 'SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER'
+        ' (WHERE pg_catalog.age(xmin) <= 0) AS m FROM ONLY %I.%I' END,
+      'nexus_backup', c.relname), false, true, '')::text AS x
+  FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'S')
+),
+data AS (
+  SELECT oid, relname, relkind,
+    pg_catalog.substring(x, '<n>(-?[0-9]+)</n>')::bigint AS n,
+    pg_catalog.substring(x, '<m>([0-9]+)</m>')::bigint AS m
+  FROM fill
+)
+"""
+
+GUARD_BEFORE_SQL = (
+    """
+SET LOCAL search_path = pg_catalog, pg_temp;
+SELECT pg_catalog.pg_current_xact_id()::text AS nexus_guard_xact,
+  COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
+                       WHERE n.nspname = 'nexus_backup'), 0)::text AS nexus_guard_schema
+\\gset
+"""
+    + _GUARD_OBJECTS
+    + """
+SELECT COALESCE((SELECT entries FROM counted), '') AS nexus_guard_entries,
+  COALESCE((SELECT pg_catalog.string_agg(oid || '=' || n, ',' ORDER BY oid)
+                       FROM data WHERE relkind = 'r'), '') AS nexus_guard_rows,
+  COALESCE((SELECT pg_catalog.string_agg(oid || '=' || n, ',' ORDER BY oid)
+                       FROM data WHERE relkind = 'S'), '') AS nexus_guard_sequences
+\\gset
+"""
+)
+
+_GUARD_REFUSE = f"""
+\\if :{{?nexus_guard_problem}}
+\\echo {GUARD_REFUSED} :nexus_guard_problem
+\\q
+\\endif
+"""
+
+GUARD_AFTER_SQL = (
+    """
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+SET LOCAL search_path = pg_catalog, pg_temp;
+SET CONSTRAINTS ALL IMMEDIATE;
+CLOSE ALL;
+"""
+    + _GUARD_OBJECTS
+    + """
+SELECT pg_catalog.left(pg_catalog.regexp_replace((
+  SELECT what FROM (
+    SELECT 0 AS rank, 'transaction' AS what
+      WHERE pg_catalog.pg_current_xact_id()::text <> :'nexus_guard_xact'
+    UNION ALL SELECT 1, 'the schema itself (dropped, renamed or created)'
+      WHERE COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
+                                 WHERE n.nspname = 'nexus_backup'), 0) <> (SELECT oid FROM s)
+    UNION ALL (SELECT 2, what FROM obj WHERE mine ORDER BY kind, what LIMIT 1)
+    UNION ALL SELECT 3, 'entries of pg_' || pg_catalog.split_part(e, '=', 1) || ' (dropped)'
+      FROM pg_catalog.unnest(pg_catalog.string_to_array(
+             COALESCE((SELECT entries FROM counted), ''), ',')) a(e)
+      FULL JOIN pg_catalog.unnest(pg_catalog.string_to_array(:'nexus_guard_entries', ',')) b(e)
+      USING (e) WHERE a.e IS NULL
+  ) found ORDER BY rank, what LIMIT 1), '[[:cntrl:]]', ' ', 'g'), 200) AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+    # Only now, with no trigger, rule or policy of the dump on them, read the tables' rows.
+    + _GUARD_OBJECTS
+    + """,
+before AS (
+  SELECT pg_catalog.split_part(e, '=', 1)::pg_catalog.oid AS oid,
+         pg_catalog.split_part(e, '=', 2)::bigint AS n
+  FROM pg_catalog.unnest(pg_catalog.string_to_array(:'nexus_guard_rows', ',')
+    || pg_catalog.string_to_array(:'nexus_guard_sequences', ',')) e
+),
+lowered AS (
+  SELECT b.oid, b.n, pg_catalog.setval(b.oid::pg_catalog.regclass, b.n, true) AS put_back
+  FROM before b JOIN data d ON d.oid = b.oid WHERE d.relkind = 'S' AND d.n < b.n
+)
+SELECT pg_catalog.left(pg_catalog.regexp_replace((
+  SELECT what FROM (
+    SELECT 1 AS rank, 'rows of table ' || d.relname AS what FROM data d LEFT JOIN before b
+      USING (oid) WHERE d.relkind = 'r' AND (d.m > 0 OR b.n IS DISTINCT FROM d.n)
+    UNION ALL SELECT 2, 'a table (dropped)' FROM before b
+      WHERE NOT EXISTS (SELECT FROM data d WHERE d.oid = b.oid)
+    UNION ALL SELECT 3, 'sequence ' || d.relname || ' (set back)'
+      FROM lowered l JOIN data d USING (oid)
+  ) found ORDER BY rank, what LIMIT 1), '[[:cntrl:]]', ' ', 'g'), 200) AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+)
+
+
+def guard_refusal(problem: str) -> SourceError:
+    """The error of a restore whose database.sql the catalog guard refused."""
+    if problem == "transaction":
+        return SourceError(
+            "database.sql ended the restore's transaction (it holds a COMMIT or ROLLBACK), so "
+            "what it ran before that was committed: check the database and restore the "
+            "pre_restore backup"
+        )
+    return SourceError(
+        f"database.sql changes the catalog schema {CATALOG_SCHEMA} (e.g. {problem}): refused, "
+        "nothing was changed"
+    )
 
 
 class DatabaseRestore:
@@ -457,10 +662,13 @@ class DatabaseRestore:
         self._stderr_task = asyncio.create_task(self._read_stderr())
         path = str(self._sql_path).replace("\\", "\\\\").replace("'", "\\'")
         script = (
-            "BEGIN;\n"
+            MARKER_TABLE_SQL
+            + "BEGIN ISOLATION LEVEL REPEATABLE READ;\n"
             + f"SELECT pg_advisory_xact_lock(hashtextextended('{self._restore_id}', 0));\n"
+            + GUARD_BEFORE_SQL
             + CLEAN_SQL
             + f"\\i '{path}'\n"
+            + GUARD_AFTER_SQL
             + MARKER_SQL.format(restore_id=self._restore_id)
             + f"\\echo {self.APPLIED}\n"
         )
@@ -502,7 +710,10 @@ class DatabaseRestore:
                 if self._stderr_task is not None:
                     await self._stderr_task
                 raise SourceError(f"psql failed while {doing} (exit {code}): {_tail(self._errors)}")
-            if line.decode(errors="replace").strip() == marker:
+            text = line.decode(errors="replace").strip()
+            if text.startswith(GUARD_REFUSED):
+                raise guard_refusal(text[len(GUARD_REFUSED) :].strip())
+            if text == marker:
                 return
 
     async def _read_stderr(self) -> None:
