@@ -12,15 +12,25 @@ import asyncio
 import hashlib
 import io
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from api import embedded_demo
 from api.auth import service as auth
+from api.backups import service as backup_service
+from api.backups import verify as verifier
 from api.db import transaction
 from api.services import open_services
-from tests.conftest import App, database_state, tree_state
+from tests.conftest import App, SeparateApp, database_state, tree_state
 
 FORGED_SECRET = "nxb_forged-owner-token-from-a-crafted-dump"
 FORGED_HASH = hashlib.sha256(FORGED_SECRET.encode()).hexdigest()
@@ -69,6 +79,22 @@ def token_works(app: App, secret: str = FORGED_SECRET) -> bool:
         try:
             async with transaction(services.sessions) as session:
                 return await auth.token_principal(session, secret) is not None
+        finally:
+            await services.close()
+
+    return asyncio.run(check())
+
+
+def deep_verify(app: App, name: str) -> bool:
+    async def check() -> bool:
+        services = await open_services(app.settings())
+        try:
+            async with transaction(services.sessions) as session:
+                backup = await backup_service.find(session, name)
+            assert backup is not None
+            result = await verifier.verify(services, backup, deep=True)
+            assert result.ok, result.problem
+            return bool(result.tables_checked)
         finally:
             await services.close()
 
@@ -216,3 +242,143 @@ def test_a_cursor_the_dump_leaves_to_run_at_commit_never_runs(app: App) -> None:
 
     assert not token_works(app), "the function of a held cursor ran at COMMIT"
     assert audit_rows(app).startswith(audit)
+
+
+# --- The stronger setup: catalog in its own database, owned by its own role ---------------------
+
+
+def test_separate_catalog_backs_up_and_restores_as_a_non_superuser_app_role(
+    catalog_app: SeparateApp,
+) -> None:
+    app = catalog_app
+    assert app.sql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{app.app_role}'").strip() == "f"
+    before = database_state(app), tree_state(app.uploads)
+    path = Path(app.cli("backup", "golden").stdout.strip())
+    app.sql(
+        f"SET ROLE {app.app_role}; UPDATE clients SET name = 'changed' WHERE id < 5;"
+        " CREATE TABLE late (id int);"
+    )
+
+    app.cli("restore", str(path), "--yes")
+
+    assert (database_state(app), tree_state(app.uploads)) == before
+    # The catalog lives in its own database; the app database holds only the commit marker.
+    assert "golden" in app.catalog_sql("SELECT name FROM nexus_backup.system_backup")
+    assert (
+        app.sql(
+            "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class"
+            " WHERE relnamespace = 'nexus_backup'::regnamespace AND relkind = 'r'"
+        ).strip()
+        == "restore_commit"
+    )
+    assert deep_verify(app, "golden"), "a deep verify needs only CREATEDB, not superuser"
+
+
+async def test_the_app_role_cannot_connect_to_the_catalog_database(
+    catalog_app: SeparateApp,
+) -> None:
+    app = catalog_app
+    app_login = app.url.rsplit("/", 1)[0]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await asyncpg.connect(f"{app_login}/{app.catalog_database}")
+
+
+SEPARATE_ATTACKS = {
+    "write-catalog-in-app-database": (
+        "CREATE TABLE nexus_backup.api_token (id text, name text, token_hash text, prefix text,"
+        " role text, created_at timestamptz);" + INSERT_TOKEN
+    ),
+    "dblink-to-catalog": (
+        "CREATE EXTENSION dblink; SELECT dblink_exec('dbname=catalog', 'DELETE FROM"
+        " nexus_backup.audit_log');"
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(SEPARATE_ATTACKS), ids=list(SEPARATE_ATTACKS))
+def test_a_dump_cannot_reach_a_separate_catalog(catalog_app: SeparateApp, attack: str) -> None:
+    app = catalog_app
+    good = Path(app.cli("backup", "good").stdout.strip())
+    forged = forge(good, app.root / "incoming" / "forged.tar.gz", SEPARATE_ATTACKS[attack])
+    before = database_state(app), tree_state(app.uploads)
+    audit = app.catalog_sql("SELECT id, action, outcome FROM nexus_backup.audit_log ORDER BY id")
+
+    result = app.cli("restore", str(forged), "--yes", check=False)
+
+    assert result.returncode != 0, result.stdout
+    assert (database_state(app), tree_state(app.uploads)) == before
+    after = app.catalog_sql("SELECT id, action, outcome FROM nexus_backup.audit_log ORDER BY id")
+    assert after.startswith(audit)
+    assert not token_works(app)
+    again = Path(app.cli("backup", "after").stdout.strip())
+    app.cli("restore", str(again), "--yes")
+    assert database_state(app) == before[0]
+
+
+async def test_the_embedded_demo_keeps_the_catalog_apart_from_a_non_superuser_app(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("DATABASE_URL", "CATALOG_DATABASE_URL", "UPLOADS_DIR", "APP_VERSION"):
+        monkeypatch.delenv(key, raising=False)  # start() exports them; undone after the test
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))
+    folder = Path(tempfile.mkdtemp(prefix="nexus-demo-"))
+    folder.chmod(0o755)  # like .data: the postgres user must reach .data/pg
+    cluster = None
+    try:
+        cluster = await embedded_demo.start(folder)
+        exported = _exports(folder / "demo.env")
+        app_url, catalog_url = exported["DATABASE_URL"], exported["CATALOG_DATABASE_URL"]
+        conn = await asyncpg.connect(app_url)
+        try:
+            assert await conn.fetchval("SELECT current_setting('is_superuser')") == "off"
+            createdb = "SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user"
+            assert await conn.fetchval(createdb)
+            assert await conn.fetchval("SELECT count(*) FROM public.clients") > 0
+        finally:
+            await conn.close()
+        app_login = app_url.rsplit("/", 1)[0]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await asyncpg.connect(f"{app_login}/{embedded_demo.CATALOG_DATABASE}")
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | exported
+        backup = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "api", "backup", "demo"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert backup.returncode == 0, backup.stderr
+        restore = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "api", "restore", "demo", "--yes"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert restore.returncode == 0, restore.stderr
+        catalog = await asyncpg.connect(catalog_url)
+        try:
+            names = await catalog.fetch("SELECT name FROM nexus_backup.system_backup")
+            assert "demo" in {row["name"] for row in names}
+        finally:
+            await catalog.close()
+
+        # A second start reuses the roles, passwords and databases.
+        cluster = await embedded_demo.start(folder)
+        assert _exports(folder / "demo.env") == exported
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _exports(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            values[key] = shlex.split(value)[0]
+    return values
