@@ -30,6 +30,7 @@ from api.backups import service as backup_service
 from api.backups import verify as verifier
 from api.db import transaction
 from api.services import open_services
+from api.sources.postgres import restore_committed
 from tests.conftest import App, SeparateApp, database_state, tree_state
 
 FORGED_SECRET = "nxb_forged-owner-token-from-a-crafted-dump"
@@ -382,3 +383,16 @@ def _exports(path: Path) -> dict[str, str]:
             key, _, value = line.removeprefix("export ").partition("=")
             values[key] = shlex.split(value)[0]
     return values
+
+
+async def test_the_commit_marker_is_read_with_pg_catalog_functions_only(app: App) -> None:
+    # hashtextextended(text, integer) in public is a closer match for `hashtextextended($1, 0)`
+    # than pg_catalog's (text, bigint): unpinned, the lock key would come from the app's code.
+    app.sql(
+        "CREATE FUNCTION public.hashtextextended(text, integer) RETURNS bigint LANGUAGE sql"
+        " AS 'SELECT 1 / 0';"
+        "CREATE SCHEMA nexus_backup; CREATE TABLE nexus_backup.restore_commit (restore_id text);"
+        "INSERT INTO nexus_backup.restore_commit (restore_id) VALUES ('committed-one');"
+    )
+    assert await restore_committed(app.url, "committed-one", wait_seconds=1)
+    assert not await restore_committed(app.url, "another", wait_seconds=1)

@@ -125,9 +125,16 @@ def check_pg_dump_version(dump_major: int, server_major: int) -> None:
         )
 
 
+# Sessions on the app database resolve names in pg_catalog only: a function or operator that the
+# app or a restored dump creates in public is never picked by the service's own queries.
+APP_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
 async def connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(asyncpg_dsn(url), timeout=15)
+        return await asyncpg.connect(
+            asyncpg_dsn(url), timeout=15, server_settings={"search_path": APP_SEARCH_PATH}
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise SourceError(
             f"cannot connect to the database at {redact(url)}: {error}; check DATABASE_URL "
