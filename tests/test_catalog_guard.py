@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import asyncpg
@@ -29,8 +30,9 @@ from api.auth import service as auth
 from api.backups import service as backup_service
 from api.backups import verify as verifier
 from api.db import transaction
+from api.errors import SourceError
 from api.services import open_services
-from api.sources.postgres import restore_committed
+from api.sources.postgres import DatabaseRestore, restore_committed
 from tests.conftest import App, SeparateApp, database_state, tree_state
 
 FORGED_SECRET = "nxb_forged-owner-token-from-a-crafted-dump"
@@ -396,3 +398,62 @@ async def test_the_commit_marker_is_read_with_pg_catalog_functions_only(app: App
     )
     assert await restore_committed(app.url, "committed-one", wait_seconds=1)
     assert not await restore_committed(app.url, "another", wait_seconds=1)
+
+
+async def test_a_dump_that_ends_the_transaction_is_reported_loudly(
+    app: App, tmp_path: Path
+) -> None:
+    # Verification refuses such dumps before a restore; the guard still notices one that got by.
+    sql = tmp_path / "database.sql"
+    sql.write_text("CREATE TABLE public.marker (id int);\nCOMMIT;\nBEGIN;\n")
+    restore = DatabaseRestore(app.url, app.settings(), sql, "ends-its-transaction")
+    try:
+        with pytest.raises(SourceError, match="ended the restore's transaction"):
+            await restore.apply()
+    finally:
+        await restore.rollback()
+
+
+def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(app: App) -> None:
+    # The dump waits on a lock the test holds; meanwhile a token and audit rows are committed
+    # by other sessions, as the service does while a restore runs. The restore still succeeds.
+    good = Path(app.cli("backup", "good").stdout.strip())
+    wait = "SELECT pg_advisory_xact_lock(4242);"
+    forged = forge(good, app.root / "incoming" / "slow.tar.gz", wait)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = app.cluster.password
+    psql = [str(app.cluster.bin("psql")), "-X", "-q", "-h", "127.0.0.1", "-U", "nexus"]
+    holder = subprocess.Popen(
+        [*psql, "-p", str(app.cluster.port), "-v", "ON_ERROR_STOP=1", app.database],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    assert holder.stdin is not None
+    holder.stdin.write("SELECT pg_advisory_lock(4242);\n")
+    holder.stdin.flush()
+    granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+    while app.sql(granted + " AND granted").strip() != "1":
+        assert holder.poll() is None
+        time.sleep(0.1)
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "api", "restore", str(forged), "--yes"],
+        cwd=app.root,
+        env=app.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while app.sql(granted + " AND NOT granted").strip() != "1":
+            assert restore.poll() is None, restore.communicate()
+            time.sleep(0.1)
+        secret = app.cli("tokens", "create", "--name", "meanwhile").stdout.strip()
+    finally:
+        holder.stdin.write("SELECT pg_advisory_unlock(4242);\n\\q\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    _, err = restore.communicate(timeout=300)
+    assert restore.returncode == 0, err
+    assert token_works(app, secret), "the token made during the restore is lost"
