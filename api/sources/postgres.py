@@ -529,7 +529,7 @@ data AS (
 GUARD_BEFORE_SQL = (
     """
 SET LOCAL search_path = pg_catalog, pg_temp;
-SELECT pg_catalog.pg_current_xact_id()::text AS nexus_guard_xact,
+SELECT pg_catalog.txid_current()::text AS nexus_guard_xact,
   COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
                        WHERE n.nspname = 'nexus_backup'), 0)::text AS nexus_guard_schema
 \\gset
@@ -565,7 +565,7 @@ CLOSE ALL;
 SELECT pg_catalog.left(pg_catalog.regexp_replace((
   SELECT what FROM (
     SELECT 0 AS rank, 'transaction' AS what
-      WHERE pg_catalog.pg_current_xact_id()::text <> :'nexus_guard_xact'
+      WHERE pg_catalog.txid_current()::text <> :'nexus_guard_xact'
     UNION ALL SELECT 1, 'the schema itself (dropped, renamed or created)'
       WHERE COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
                                  WHERE n.nspname = 'nexus_backup'), 0) <> (SELECT oid FROM s)
