@@ -322,7 +322,9 @@ async def test_the_embedded_demo_keeps_the_catalog_apart_from_a_non_superuser_ap
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for key in ("DATABASE_URL", "CATALOG_DATABASE_URL", "UPLOADS_DIR", "APP_VERSION"):
-        monkeypatch.delenv(key, raising=False)  # start() exports them; undone after the test
+        # start() exports them: set first, so that the undo removes them again afterwards
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))
     folder = Path(tempfile.mkdtemp(prefix="nexus-demo-"))
     folder.chmod(0o755)  # like .data: the postgres user must reach .data/pg

@@ -429,10 +429,10 @@ INSERT INTO nexus_backup.restore_commit (restore_id) VALUES ('{restore_id}');
 # entries belong to the schema (tables, columns, triggers, rules, policies, indexes,
 # constraints, functions, types, ...), the row count of each of its tables and the last value of
 # each of its sequences. After the dump it checks, with search_path pinned and the role reset:
-# same transaction; no entry and no row written by this transaction (a visible row whose xmin is
-# this transaction or one of its subtransactions has age(xmin) <= 0; under REPEATABLE READ,
-# rows committed by others meanwhile are invisible, so the service's own concurrent writes never
-# count); the same number of entries and rows (nothing dropped or deleted); no sequence moved
+# same transaction; no entry and no row written by this transaction (its xids run from its first
+# to the newest, which a probe row in a savepoint gives; under REPEATABLE READ, rows committed
+# by others meanwhile are invisible, so the service's own concurrent writes never count); the
+# same number of entries and rows (nothing dropped or deleted); no sequence moved
 # back (setval is not transactional, so a lowered one is put back). Deferred triggers are fired
 # and cursors closed first, so that no code of the dump is left to run at COMMIT.
 
@@ -442,66 +442,74 @@ _GUARD_OBJECTS = """
 WITH s AS (SELECT :'nexus_guard_schema'::pg_catalog.oid AS oid),
 rel AS (SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c, s
         WHERE c.relnamespace = s.oid),
-obj(kind, what, mine) AS (
-  SELECT 'namespace', 'the schema itself (owner, grants or name)', pg_catalog.age(n.xmin) <= 0
+obj(kind, what, xmin) AS (
+  SELECT 'namespace', 'the schema itself (owner, grants or name)', n.xmin
     FROM pg_catalog.pg_namespace n, s WHERE n.oid = s.oid
   UNION ALL SELECT 'class', CASE WHEN c.relkind IN ('r', 'p') THEN 'table '
       WHEN c.relkind = 'i' THEN 'index ' WHEN c.relkind = 'S' THEN 'sequence '
       WHEN c.relkind IN ('v', 'm') THEN 'view ' ELSE 'relation ' END || c.relname,
-      pg_catalog.age(c.xmin) <= 0 FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid
-  UNION ALL SELECT 'attribute', 'columns of table ' || r.relname, pg_catalog.age(a.xmin) <= 0
+      c.xmin FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid
+  UNION ALL SELECT 'attribute', 'columns of table ' || r.relname, a.xmin
     FROM pg_catalog.pg_attribute a JOIN rel r ON a.attrelid = r.oid
   UNION ALL SELECT 'attrdef', 'column defaults of table ' || r.relname,
-      pg_catalog.age(d.xmin) <= 0 FROM pg_catalog.pg_attrdef d JOIN rel r ON d.adrelid = r.oid
+      d.xmin FROM pg_catalog.pg_attrdef d JOIN rel r ON d.adrelid = r.oid
   UNION ALL SELECT 'trigger', 'trigger ' || t.tgname || ' on table ' || r.relname,
-      pg_catalog.age(t.xmin) <= 0 FROM pg_catalog.pg_trigger t JOIN rel r ON t.tgrelid = r.oid
+      t.xmin FROM pg_catalog.pg_trigger t JOIN rel r ON t.tgrelid = r.oid
   UNION ALL SELECT 'rewrite', 'rule ' || w.rulename || ' on table ' || r.relname,
-      pg_catalog.age(w.xmin) <= 0 FROM pg_catalog.pg_rewrite w JOIN rel r ON w.ev_class = r.oid
+      w.xmin FROM pg_catalog.pg_rewrite w JOIN rel r ON w.ev_class = r.oid
   UNION ALL SELECT 'policy', 'policy ' || p.polname || ' on table ' || r.relname,
-      pg_catalog.age(p.xmin) <= 0 FROM pg_catalog.pg_policy p JOIN rel r ON p.polrelid = r.oid
-  UNION ALL SELECT 'index', 'an index on table ' || r.relname, pg_catalog.age(i.xmin) <= 0
+      p.xmin FROM pg_catalog.pg_policy p JOIN rel r ON p.polrelid = r.oid
+  UNION ALL SELECT 'index', 'an index on table ' || r.relname, i.xmin
     FROM pg_catalog.pg_index i JOIN rel r ON i.indrelid = r.oid
-  UNION ALL SELECT 'constraint', 'constraint ' || k.conname, pg_catalog.age(k.xmin) <= 0
+  UNION ALL SELECT 'constraint', 'constraint ' || k.conname, k.xmin
     FROM pg_catalog.pg_constraint k, s WHERE k.connamespace = s.oid
       OR k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel)
-  UNION ALL SELECT 'inherits', 'inheritance of table ' || r.relname, pg_catalog.age(i.xmin) <= 0
+  UNION ALL SELECT 'inherits', 'inheritance of table ' || r.relname, i.xmin
     FROM pg_catalog.pg_inherits i JOIN rel r ON r.oid IN (i.inhparent, i.inhrelid)
-  UNION ALL SELECT 'depend', 'an object depending on ' || r.relname, pg_catalog.age(d.xmin) <= 0
+  UNION ALL SELECT 'depend', 'an object depending on ' || r.relname, d.xmin
     FROM pg_catalog.pg_depend d JOIN rel r
       ON (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.oid)
       OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = r.oid)
-  UNION ALL SELECT 'sequence', 'sequence ' || r.relname, pg_catalog.age(q.xmin) <= 0
+  UNION ALL SELECT 'sequence', 'sequence ' || r.relname, q.xmin
     FROM pg_catalog.pg_sequence q JOIN rel r ON q.seqrelid = r.oid
-  UNION ALL SELECT 'proc', 'function ' || p.proname, pg_catalog.age(p.xmin) <= 0
+  UNION ALL SELECT 'proc', 'function ' || p.proname, p.xmin
     FROM pg_catalog.pg_proc p, s WHERE p.pronamespace = s.oid
-  UNION ALL SELECT 'type', 'type ' || t.typname, pg_catalog.age(t.xmin) <= 0
+  UNION ALL SELECT 'type', 'type ' || t.typname, t.xmin
     FROM pg_catalog.pg_type t, s WHERE t.typnamespace = s.oid
-  UNION ALL SELECT 'operator', 'operator ' || o.oprname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'operator', 'operator ' || o.oprname, o.xmin
     FROM pg_catalog.pg_operator o, s WHERE o.oprnamespace = s.oid
-  UNION ALL SELECT 'opclass', 'operator class ' || o.opcname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'opclass', 'operator class ' || o.opcname, o.xmin
     FROM pg_catalog.pg_opclass o, s WHERE o.opcnamespace = s.oid
-  UNION ALL SELECT 'opfamily', 'operator family ' || o.opfname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'opfamily', 'operator family ' || o.opfname, o.xmin
     FROM pg_catalog.pg_opfamily o, s WHERE o.opfnamespace = s.oid
-  UNION ALL SELECT 'collation', 'collation ' || o.collname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'collation', 'collation ' || o.collname, o.xmin
     FROM pg_catalog.pg_collation o, s WHERE o.collnamespace = s.oid
-  UNION ALL SELECT 'conversion', 'conversion ' || o.conname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'conversion', 'conversion ' || o.conname, o.xmin
     FROM pg_catalog.pg_conversion o, s WHERE o.connamespace = s.oid
   UNION ALL SELECT 'ts_config', 'text search configuration ' || o.cfgname,
-      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_config o, s WHERE o.cfgnamespace = s.oid
+      o.xmin FROM pg_catalog.pg_ts_config o, s WHERE o.cfgnamespace = s.oid
   UNION ALL SELECT 'ts_dict', 'text search dictionary ' || o.dictname,
-      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_dict o, s WHERE o.dictnamespace = s.oid
+      o.xmin FROM pg_catalog.pg_ts_dict o, s WHERE o.dictnamespace = s.oid
   UNION ALL SELECT 'ts_parser', 'text search parser ' || o.prsname,
-      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_parser o, s WHERE o.prsnamespace = s.oid
+      o.xmin FROM pg_catalog.pg_ts_parser o, s WHERE o.prsnamespace = s.oid
   UNION ALL SELECT 'ts_template', 'text search template ' || o.tmplname,
-      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_ts_template o, s
+      o.xmin FROM pg_catalog.pg_ts_template o, s
       WHERE o.tmplnamespace = s.oid
   UNION ALL SELECT 'statistic_ext', 'statistics object ' || o.stxname,
-      pg_catalog.age(o.xmin) <= 0 FROM pg_catalog.pg_statistic_ext o, s
+      o.xmin FROM pg_catalog.pg_statistic_ext o, s
       WHERE o.stxnamespace = s.oid
-  UNION ALL SELECT 'extension', 'extension ' || o.extname, pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'extension', 'extension ' || o.extname, o.xmin
     FROM pg_catalog.pg_extension o, s WHERE o.extnamespace = s.oid
-  UNION ALL SELECT 'default_acl', 'default privileges in the schema', pg_catalog.age(o.xmin) <= 0
+  UNION ALL SELECT 'default_acl', 'default privileges in the schema', o.xmin
     FROM pg_catalog.pg_default_acl o, s WHERE o.defaclnamespace = s.oid
+),
+-- Written by this transaction: xmin in [its first xid, its newest] (modulo 2^32). Any other
+-- xid there began after this snapshot, so its rows are invisible; age(xmin) would not do, as a
+-- frozen row keeps its raw xmin, which looks newer than now 2^31 transactions later.
+own AS (
+  SELECT kind, what, ((xmin::text::bigint - :'nexus_guard_first'::bigint + 4294967296)
+                      % 4294967296) <= :'nexus_guard_span'::bigint AS mine
+  FROM obj
 ),
 counted AS (
   SELECT pg_catalog.string_agg(kind || '=' || n, ',' ORDER BY kind) AS entries
@@ -512,9 +520,10 @@ fill AS (
   SELECT c.oid, c.relname::text AS relname, c.relkind,
     pg_catalog.query_to_xml(pg_catalog.format(CASE c.relkind
       WHEN 'S' THEN 'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS n,'
-        ' 0 AS m FROM %I.%I'
-      ELSE 'SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER'
-        ' (WHERE pg_catalog.age(xmin) <= 0) AS m FROM ONLY %I.%I' END,
+        ' 0 AS m FROM %3$I.%4$I'
+      ELSE 'SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE'
+        ' ((xmin::text::bigint - %s + 4294967296) %% 4294967296) <= %s) AS m FROM ONLY %I.%I'
+      END, :'nexus_guard_first'::bigint, :'nexus_guard_span'::bigint,
       'nexus_backup', c.relname), false, true, '')::text AS x
   FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'S')
 ),
@@ -530,6 +539,7 @@ GUARD_BEFORE_SQL = (
     """
 SET LOCAL search_path = pg_catalog, pg_temp;
 SELECT pg_catalog.txid_current()::text AS nexus_guard_xact,
+  (pg_catalog.txid_current() % 4294967296)::text AS nexus_guard_first, '0' AS nexus_guard_span,
   COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
                        WHERE n.nspname = 'nexus_backup'), 0)::text AS nexus_guard_schema
 \\gset
@@ -557,19 +567,31 @@ GUARD_AFTER_SQL = (
 RESET ROLE;
 RESET SESSION AUTHORIZATION;
 SET LOCAL search_path = pg_catalog, pg_temp;
+SELECT CASE WHEN pg_catalog.txid_current()::text <> :'nexus_guard_xact' THEN 'transaction'
+  END AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+    + """
 SET CONSTRAINTS ALL IMMEDIATE;
 CLOSE ALL;
+SAVEPOINT nexus_guard;
+CREATE TEMPORARY TABLE nexus_guard_probe (x integer);
+INSERT INTO pg_temp.nexus_guard_probe VALUES (1);
+SELECT ((p.xmin::text::bigint - :'nexus_guard_first'::bigint + 4294967296) % 4294967296)::text
+  AS nexus_guard_span FROM pg_temp.nexus_guard_probe p
+\\gset
+ROLLBACK TO SAVEPOINT nexus_guard;
+RELEASE SAVEPOINT nexus_guard;
 """
     + _GUARD_OBJECTS
     + """
 SELECT pg_catalog.left(pg_catalog.regexp_replace((
   SELECT what FROM (
-    SELECT 0 AS rank, 'transaction' AS what
-      WHERE pg_catalog.txid_current()::text <> :'nexus_guard_xact'
-    UNION ALL SELECT 1, 'the schema itself (dropped, renamed or created)'
+    SELECT 1 AS rank, 'the schema itself (dropped, renamed or created)' AS what
       WHERE COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
                                  WHERE n.nspname = 'nexus_backup'), 0) <> (SELECT oid FROM s)
-    UNION ALL (SELECT 2, what FROM obj WHERE mine ORDER BY kind, what LIMIT 1)
+    UNION ALL (SELECT 2, what FROM own WHERE mine ORDER BY kind, what LIMIT 1)
     UNION ALL SELECT 3, 'entries of pg_' || pg_catalog.split_part(e, '=', 1) || ' (dropped)'
       FROM pg_catalog.unnest(pg_catalog.string_to_array(
              COALESCE((SELECT entries FROM counted), ''), ',')) a(e)
