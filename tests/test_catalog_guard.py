@@ -123,7 +123,7 @@ def audit_rows(app: App) -> str:
     )
 
 
-# The functions the dump could try: each alone would get an OWNER token into the catalog (or
+# What a crafted dump could try: each alone would get an OWNER token into the catalog (or
 # break its audit trail) if the restore committed it.
 ATTACKS = {
     "insert-token": INSERT_TOKEN,
