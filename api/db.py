@@ -36,8 +36,19 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+# Catalog sessions resolve names in pg_catalog, then the catalog schema, and nowhere else: a
+# function or operator that a restored dump (or the app) creates in public can never be picked
+# by a catalog query, not even by a closer type match (CVE-2018-1058).
+CATALOG_SEARCH_PATH = f"pg_catalog, {CATALOG_SCHEMA}"
+
+
 def make_engine(url: str) -> AsyncEngine:
-    return create_async_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5)
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=5,
+        connect_args={"server_settings": {"search_path": CATALOG_SEARCH_PATH}},
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -127,6 +129,74 @@ def app(cluster: LocalCluster, template_uploads: Path, tmp_path: Path) -> Iterat
         yield App(cluster, name, url, uploads, backups, tmp_path)
     finally:
         cluster.drop_database(name)
+
+
+@dataclass
+class SeparateApp(App):
+    """An App in the stronger setup: the catalog in its own database, owned by its own role;
+    the app database owned by a non-superuser app role (CREATEDB, for deep verify) that may not
+    connect to the catalog database. `url` and `catalog_url` log in as those two roles."""
+
+    catalog_database: str = ""
+    catalog_url: str = ""
+    app_role: str = ""
+    catalog_role: str = ""
+
+    def settings(self, **overrides: object) -> Settings:
+        return super().settings(**{"catalog_database_url": self.catalog_url, **overrides})
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return super().env(**{"CATALOG_DATABASE_URL": self.catalog_url, **extra})
+
+    def catalog_sql(self, query: str) -> str:
+        return self.cluster.psql(self.catalog_database, query)
+
+
+def _role_url(cluster: LocalCluster, role: str, password: str, database: str) -> str:
+    return f"postgresql://{role}:{quote(password, safe='')}@127.0.0.1:{cluster.port}/{database}"
+
+
+@pytest.fixture
+def catalog_app(cluster: LocalCluster, tmp_path: Path) -> Iterator[SeparateApp]:
+    """The demo application in the stronger setup (docs/CATALOG.md), as an operator makes it."""
+    tag = f"{os.getpid()}_{next(_counter)}"
+    app_role, catalog_role = f"app_role_{tag}", f"catalog_role_{tag}"
+    app_db, catalog_db = f"app_{tag}", f"catalog_{tag}"
+    app_password, catalog_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    cluster.psql(
+        "postgres",
+        f"CREATE ROLE {app_role} LOGIN CREATEDB PASSWORD '{app_password}';"
+        f"CREATE ROLE {catalog_role} LOGIN PASSWORD '{catalog_password}';"
+        f"CREATE DATABASE {app_db} OWNER {app_role};"
+        f"CREATE DATABASE {catalog_db} OWNER {catalog_role};"
+        f"REVOKE ALL ON DATABASE {catalog_db} FROM PUBLIC;"
+        f"REVOKE ALL ON DATABASE {app_db} FROM PUBLIC;"
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {app_db} TO {app_role};",
+    )
+    url = _role_url(cluster, app_role, app_password, app_db)
+    uploads = tmp_path / "data" / "uploads"
+    asyncio.run(seed_demo(url, uploads, clients=60))
+    try:
+        yield SeparateApp(
+            cluster,
+            app_db,
+            url,
+            uploads,
+            tmp_path / "backups",
+            tmp_path,
+            catalog_database=catalog_db,
+            catalog_url=_role_url(cluster, catalog_role, catalog_password, catalog_db),
+            app_role=app_role,
+            catalog_role=catalog_role,
+        )
+    finally:
+        for name in cluster.psql(
+            "postgres",
+            f"SELECT datname FROM pg_database WHERE datdba IN ('{app_role}'::regrole,"
+            f" '{catalog_role}'::regrole)",
+        ).split():
+            cluster.drop_database(name)
+        cluster.psql("postgres", f"DROP ROLE {app_role}; DROP ROLE {catalog_role};")
 
 
 @pytest.fixture

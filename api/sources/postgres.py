@@ -130,9 +130,16 @@ def check_pg_dump_version(dump_major: int, server_major: int) -> None:
         )
 
 
+# Sessions on the app database resolve names in pg_catalog only: a function or operator that the
+# app or a restored dump creates in public is never picked by the service's own queries.
+APP_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
 async def connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(asyncpg_dsn(url), timeout=15)
+        return await asyncpg.connect(
+            asyncpg_dsn(url), timeout=15, server_settings={"search_path": APP_SEARCH_PATH}
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise SourceError(
             f"cannot connect to the database at {redact(url)}: {error}; check DATABASE_URL "
@@ -449,12 +456,239 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-MARKER_SQL = """
+# Created before the restore's transaction begins, so the guard sees no change of its own.
+MARKER_TABLE_SQL = """
+SET search_path = pg_catalog, pg_temp;
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS nexus_backup;
 CREATE TABLE IF NOT EXISTS nexus_backup.restore_commit (
   restore_id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT now());
+RESET client_min_messages;
+"""
+
+MARKER_SQL = """
 INSERT INTO nexus_backup.restore_commit (restore_id) VALUES ('{restore_id}');
 """
+
+# --- The catalog guard: database.sql must not change the catalog schema ---------------------
+#
+# The restore runs in one REPEATABLE READ transaction. Before the dump, the guard keeps (in psql
+# variables, which SQL cannot set) the transaction id, the schema's oid, how many system-catalog
+# entries belong to the schema (tables, columns, triggers, rules, policies, indexes,
+# constraints, functions, types, ...), the row count of each of its tables and the last value of
+# each of its sequences. After the dump it checks, with search_path pinned and the role reset:
+# same transaction; no entry and no row written by this transaction (its xids run from its first
+# to the newest, which a probe row in a savepoint gives; under REPEATABLE READ, rows committed
+# by others meanwhile are invisible, so the service's own concurrent writes never count); the
+# same number of entries and rows (nothing dropped or deleted); no sequence moved
+# back (setval is not transactional, so a lowered one is put back). Deferred triggers are fired
+# and cursors closed first, so that no code of the dump is left to run at COMMIT.
+
+GUARD_REFUSED = "NEXUS-BACKUP-CATALOG-CHANGED"
+
+_GUARD_OBJECTS = """
+WITH s AS (SELECT :'nexus_guard_schema'::pg_catalog.oid AS oid),
+rel AS (SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c, s
+        WHERE c.relnamespace = s.oid),
+obj(kind, what, xmin) AS (
+  SELECT 'namespace', 'the schema itself (owner, grants or name)', n.xmin
+    FROM pg_catalog.pg_namespace n, s WHERE n.oid = s.oid
+  UNION ALL SELECT 'class', CASE WHEN c.relkind IN ('r', 'p') THEN 'table '
+      WHEN c.relkind = 'i' THEN 'index ' WHEN c.relkind = 'S' THEN 'sequence '
+      WHEN c.relkind IN ('v', 'm') THEN 'view ' ELSE 'relation ' END || c.relname,
+      c.xmin FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid
+  UNION ALL SELECT 'attribute', 'columns of table ' || r.relname, a.xmin
+    FROM pg_catalog.pg_attribute a JOIN rel r ON a.attrelid = r.oid
+  UNION ALL SELECT 'attrdef', 'column defaults of table ' || r.relname,
+      d.xmin FROM pg_catalog.pg_attrdef d JOIN rel r ON d.adrelid = r.oid
+  UNION ALL SELECT 'trigger', 'trigger ' || t.tgname || ' on table ' || r.relname,
+      t.xmin FROM pg_catalog.pg_trigger t JOIN rel r ON t.tgrelid = r.oid
+  UNION ALL SELECT 'rewrite', 'rule ' || w.rulename || ' on table ' || r.relname,
+      w.xmin FROM pg_catalog.pg_rewrite w JOIN rel r ON w.ev_class = r.oid
+  UNION ALL SELECT 'policy', 'policy ' || p.polname || ' on table ' || r.relname,
+      p.xmin FROM pg_catalog.pg_policy p JOIN rel r ON p.polrelid = r.oid
+  UNION ALL SELECT 'index', 'an index on table ' || r.relname, i.xmin
+    FROM pg_catalog.pg_index i JOIN rel r ON i.indrelid = r.oid
+  UNION ALL SELECT 'constraint', 'constraint ' || k.conname, k.xmin
+    FROM pg_catalog.pg_constraint k, s WHERE k.connamespace = s.oid
+      OR k.conrelid IN (SELECT oid FROM rel) OR k.confrelid IN (SELECT oid FROM rel)
+  UNION ALL SELECT 'inherits', 'inheritance of table ' || r.relname, i.xmin
+    FROM pg_catalog.pg_inherits i JOIN rel r ON r.oid IN (i.inhparent, i.inhrelid)
+  UNION ALL SELECT 'depend', 'an object depending on ' || r.relname, d.xmin
+    FROM pg_catalog.pg_depend d JOIN rel r
+      ON (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.oid)
+      OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = r.oid)
+  UNION ALL SELECT 'sequence', 'sequence ' || r.relname, q.xmin
+    FROM pg_catalog.pg_sequence q JOIN rel r ON q.seqrelid = r.oid
+  UNION ALL SELECT 'proc', 'function ' || p.proname, p.xmin
+    FROM pg_catalog.pg_proc p, s WHERE p.pronamespace = s.oid
+  UNION ALL SELECT 'type', 'type ' || t.typname, t.xmin
+    FROM pg_catalog.pg_type t, s WHERE t.typnamespace = s.oid
+  UNION ALL SELECT 'operator', 'operator ' || o.oprname, o.xmin
+    FROM pg_catalog.pg_operator o, s WHERE o.oprnamespace = s.oid
+  UNION ALL SELECT 'opclass', 'operator class ' || o.opcname, o.xmin
+    FROM pg_catalog.pg_opclass o, s WHERE o.opcnamespace = s.oid
+  UNION ALL SELECT 'opfamily', 'operator family ' || o.opfname, o.xmin
+    FROM pg_catalog.pg_opfamily o, s WHERE o.opfnamespace = s.oid
+  UNION ALL SELECT 'collation', 'collation ' || o.collname, o.xmin
+    FROM pg_catalog.pg_collation o, s WHERE o.collnamespace = s.oid
+  UNION ALL SELECT 'conversion', 'conversion ' || o.conname, o.xmin
+    FROM pg_catalog.pg_conversion o, s WHERE o.connamespace = s.oid
+  UNION ALL SELECT 'ts_config', 'text search configuration ' || o.cfgname,
+      o.xmin FROM pg_catalog.pg_ts_config o, s WHERE o.cfgnamespace = s.oid
+  UNION ALL SELECT 'ts_dict', 'text search dictionary ' || o.dictname,
+      o.xmin FROM pg_catalog.pg_ts_dict o, s WHERE o.dictnamespace = s.oid
+  UNION ALL SELECT 'ts_parser', 'text search parser ' || o.prsname,
+      o.xmin FROM pg_catalog.pg_ts_parser o, s WHERE o.prsnamespace = s.oid
+  UNION ALL SELECT 'ts_template', 'text search template ' || o.tmplname,
+      o.xmin FROM pg_catalog.pg_ts_template o, s
+      WHERE o.tmplnamespace = s.oid
+  UNION ALL SELECT 'statistic_ext', 'statistics object ' || o.stxname,
+      o.xmin FROM pg_catalog.pg_statistic_ext o, s
+      WHERE o.stxnamespace = s.oid
+  UNION ALL SELECT 'extension', 'extension ' || o.extname, o.xmin
+    FROM pg_catalog.pg_extension o, s WHERE o.extnamespace = s.oid
+  UNION ALL SELECT 'default_acl', 'default privileges in the schema', o.xmin
+    FROM pg_catalog.pg_default_acl o, s WHERE o.defaclnamespace = s.oid
+),
+-- Written by this transaction: xmin in [its first xid, its newest] (modulo 2^32). Any other
+-- xid there began after this snapshot, so its rows are invisible; age(xmin) would not do, as a
+-- frozen row keeps its raw xmin, which looks newer than now 2^31 transactions later.
+own AS (
+  SELECT kind, what, ((xmin::text::bigint - :'nexus_guard_first'::bigint + 4294967296)
+                      % 4294967296) <= :'nexus_guard_span'::bigint AS mine
+  FROM obj
+),
+counted AS (
+  SELECT pg_catalog.string_agg(kind || '=' || n, ',' ORDER BY kind) AS entries
+  FROM (SELECT kind, pg_catalog.count(*) AS n FROM obj GROUP BY kind) k
+),
+-- Each table's row count and rows of this transaction, each sequence's last value.
+fill AS (
+  SELECT c.oid, c.relname::text AS relname, c.relkind,
+    pg_catalog.query_to_xml(pg_catalog.format(CASE c.relkind
+      WHEN 'S' THEN 'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS n,'
+        ' 0 AS m FROM %3$I.%4$I'
+      ELSE 'SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE'
+        ' ((xmin::text::bigint - %s + 4294967296) %% 4294967296) <= %s) AS m FROM ONLY %I.%I'
+      END, :'nexus_guard_first'::bigint, :'nexus_guard_span'::bigint,
+      'nexus_backup', c.relname), false, true, '')::text AS x
+  FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'S')
+),
+data AS (
+  SELECT oid, relname, relkind,
+    pg_catalog.substring(x, '<n>(-?[0-9]+)</n>')::bigint AS n,
+    pg_catalog.substring(x, '<m>([0-9]+)</m>')::bigint AS m
+  FROM fill
+)
+"""
+
+GUARD_BEFORE_SQL = (
+    """
+SET LOCAL search_path = pg_catalog, pg_temp;
+SELECT pg_catalog.txid_current()::text AS nexus_guard_xact,
+  (pg_catalog.txid_current() % 4294967296)::text AS nexus_guard_first, '0' AS nexus_guard_span,
+  COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
+                       WHERE n.nspname = 'nexus_backup'), 0)::text AS nexus_guard_schema
+\\gset
+"""
+    + _GUARD_OBJECTS
+    + """
+SELECT COALESCE((SELECT entries FROM counted), '') AS nexus_guard_entries,
+  COALESCE((SELECT pg_catalog.string_agg(oid || '=' || n, ',' ORDER BY oid)
+                       FROM data WHERE relkind = 'r'), '') AS nexus_guard_rows,
+  COALESCE((SELECT pg_catalog.string_agg(oid || '=' || n, ',' ORDER BY oid)
+                       FROM data WHERE relkind = 'S'), '') AS nexus_guard_sequences
+\\gset
+"""
+)
+
+_GUARD_REFUSE = f"""
+\\if :{{?nexus_guard_problem}}
+\\echo {GUARD_REFUSED} :nexus_guard_problem
+\\q
+\\endif
+"""
+
+GUARD_AFTER_SQL = (
+    """
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+SET LOCAL search_path = pg_catalog, pg_temp;
+SELECT CASE WHEN pg_catalog.txid_current()::text <> :'nexus_guard_xact' THEN 'transaction'
+  END AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+    + """
+SET CONSTRAINTS ALL IMMEDIATE;
+CLOSE ALL;
+SAVEPOINT nexus_guard;
+CREATE TEMPORARY TABLE nexus_guard_probe (x integer);
+INSERT INTO pg_temp.nexus_guard_probe VALUES (1);
+SELECT ((p.xmin::text::bigint - :'nexus_guard_first'::bigint + 4294967296) % 4294967296)::text
+  AS nexus_guard_span FROM pg_temp.nexus_guard_probe p
+\\gset
+ROLLBACK TO SAVEPOINT nexus_guard;
+RELEASE SAVEPOINT nexus_guard;
+"""
+    + _GUARD_OBJECTS
+    + """
+SELECT pg_catalog.left(pg_catalog.regexp_replace((
+  SELECT what FROM (
+    SELECT 1 AS rank, 'the schema itself (dropped, renamed or created)' AS what
+      WHERE COALESCE((SELECT n.oid FROM pg_catalog.pg_namespace n
+                                 WHERE n.nspname = 'nexus_backup'), 0) <> (SELECT oid FROM s)
+    UNION ALL (SELECT 2, what FROM own WHERE mine ORDER BY kind, what LIMIT 1)
+    UNION ALL SELECT 3, 'entries of pg_' || pg_catalog.split_part(e, '=', 1) || ' (dropped)'
+      FROM pg_catalog.unnest(pg_catalog.string_to_array(
+             COALESCE((SELECT entries FROM counted), ''), ',')) a(e)
+      FULL JOIN pg_catalog.unnest(pg_catalog.string_to_array(:'nexus_guard_entries', ',')) b(e)
+      USING (e) WHERE a.e IS NULL
+  ) found ORDER BY rank, what LIMIT 1), '[[:cntrl:]]', ' ', 'g'), 200) AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+    # Only now, with no trigger, rule or policy of the dump on them, read the tables' rows.
+    + _GUARD_OBJECTS
+    + """,
+before AS (
+  SELECT pg_catalog.split_part(e, '=', 1)::pg_catalog.oid AS oid,
+         pg_catalog.split_part(e, '=', 2)::bigint AS n
+  FROM pg_catalog.unnest(pg_catalog.string_to_array(:'nexus_guard_rows', ',')
+    || pg_catalog.string_to_array(:'nexus_guard_sequences', ',')) e
+),
+lowered AS (
+  SELECT b.oid, b.n, pg_catalog.setval(b.oid::pg_catalog.regclass, b.n, true) AS put_back
+  FROM before b JOIN data d ON d.oid = b.oid WHERE d.relkind = 'S' AND d.n < b.n
+)
+SELECT pg_catalog.left(pg_catalog.regexp_replace((
+  SELECT what FROM (
+    SELECT 1 AS rank, 'rows of table ' || d.relname AS what FROM data d LEFT JOIN before b
+      USING (oid) WHERE d.relkind = 'r' AND (d.m > 0 OR b.n IS DISTINCT FROM d.n)
+    UNION ALL SELECT 2, 'a table (dropped)' FROM before b
+      WHERE NOT EXISTS (SELECT FROM data d WHERE d.oid = b.oid)
+    UNION ALL SELECT 3, 'sequence ' || d.relname || ' (set back)'
+      FROM lowered l JOIN data d USING (oid)
+  ) found ORDER BY rank, what LIMIT 1), '[[:cntrl:]]', ' ', 'g'), 200) AS nexus_guard_problem
+\\gset
+"""
+    + _GUARD_REFUSE
+)
+
+
+def guard_refusal(problem: str) -> SourceError:
+    """The error of a restore whose database.sql the catalog guard refused."""
+    if problem == "transaction":
+        return SourceError(
+            "database.sql ended the restore's transaction (it holds a COMMIT or ROLLBACK), so "
+            "what it ran before that was committed: check the database and restore the "
+            "pre_restore backup"
+        )
+    return SourceError(
+        f"database.sql changes the catalog schema {CATALOG_SCHEMA} (e.g. {problem}): refused, "
+        "nothing was changed"
+    )
 
 
 class DatabaseRestore:
@@ -502,10 +736,13 @@ class DatabaseRestore:
         self._stderr_task = asyncio.create_task(self._read_stderr())
         self._feed.start(self._process.pid)
         script = (
-            "BEGIN;\n"
+            MARKER_TABLE_SQL
+            + "BEGIN ISOLATION LEVEL REPEATABLE READ;\n"
             + f"SELECT pg_advisory_xact_lock(hashtextextended('{self._restore_id}', 0));\n"
+            + GUARD_BEFORE_SQL
             + CLEAN_SQL
             + self._feed.include()
+            + GUARD_AFTER_SQL
             + MARKER_SQL.format(restore_id=self._restore_id)
             + f"\\echo {self.APPLIED}\n"
         )
@@ -557,7 +794,10 @@ class DatabaseRestore:
                 if self._stderr_task is not None:
                     await self._stderr_task
                 raise SourceError(f"psql failed while {doing} (exit {code}): {_tail(self._errors)}")
-            if line.decode(errors="replace").strip() == marker:
+            text = line.decode(errors="replace").strip()
+            if text.startswith(GUARD_REFUSED):
+                raise guard_refusal(text[len(GUARD_REFUSED) :].strip())
+            if text == marker:
                 return
 
     async def _read_stderr(self) -> None:
