@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
+from api import paths
 from api.archive.manifest import DATABASE_NAME
 from api.archive.reader import read_archive
 from api.backups.models import SystemBackup
@@ -35,10 +36,20 @@ def _scratch_url(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-async def verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
-    if backup.status != "completed" or not backup.file_path:
+async def verify(
+    services: Services,
+    backup: SystemBackup,
+    *,
+    deep: bool,
+    actor: str = "system",
+    client_address: str | None = None,
+) -> Verification:
+    """Raises UnsafePath (audited) when the catalog's archive path is outside BACKUP_DIR."""
+    path = await paths.archive_path(
+        services, backup, action="backup.verify", actor=actor, client_address=client_address
+    )
+    if backup.status != "completed" or path is None:
         return Verification(ok=False, problem=f"backup {backup.name!r} is {backup.status}")
-    path = Path(backup.file_path)
     if not path.is_file():
         return Verification(ok=False, problem=f"the archive is missing at {path}")
     scratch_dir = services.settings.backup_dir / f".verify-{secrets.token_hex(6)}"
