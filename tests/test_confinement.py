@@ -361,10 +361,13 @@ async def test_a_journal_of_another_user_is_not_acted_on(app: App, services: Ser
 async def test_a_journal_readable_by_others_is_not_acted_on(app: App, services: Services) -> None:
     restore_id = uuid.uuid4().hex
     _restore_row(app, restore_id)
-    _staging_folder(app, restore_id)
+    staged = _staging_folder(app, restore_id)
     journal = swap.journal_path(app.backups, restore_id)
     _write_journal(journal, _journal_data(app, restore_id), mode=0o644)
     await _recover_refusing(app, services, journal)
+    # An older version wrote journals with the umask's mode: its parked tree may be the only
+    # copy of the uploads, so the staging folder a refused journal names is kept.
+    assert (staged / "old.txt").exists(), "the staging folder of a refused journal was removed"
 
 
 async def test_a_journal_that_is_a_link_is_not_followed(app: App, services: Services) -> None:

@@ -533,6 +533,7 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
             .scalars()
             .all()
         )
+    refused: set[str] = set()
     for path in swapper.journal_files(folder):
         try:
             journal = swapper.load(path)
@@ -545,6 +546,7 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
             swapper.check_paths(journal, uploads_dir)
         except (UnsafePath, OSError) as error:
             notes.append(await _refuse_journal(services, path, error))
+            refused.add(path.name.removeprefix(".restore-").removesuffix(".journal"))
             continue
         committed = await postgres.restore_committed(url, journal.restore_id)
         outcomes[journal.restore_id] = committed
@@ -563,6 +565,10 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
             restore_id = leftover.name.removeprefix(f".{uploads_dir.name}.restore-")
             if not swapper.RESTORE_ID.fullmatch(restore_id):
                 continue  # not a name the runner makes
+            if restore_id in refused:
+                # It may hold the only copy of a tree: the operator decides, not a forged file.
+                notes.append(f"kept staging folder {leftover} of a refused journal: inspect it")
+                continue
             swapper.remove_tree(leftover)  # a link is unlinked, never followed
             notes.append(f"removed leftover staging folder {leftover}")
     return notes, outcomes
