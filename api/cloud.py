@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from api import paths
 from api.archive.writer import partial_path, publish
 from api.audit import service as audit
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.config import Settings
 from api.db import transaction
-from api.errors import Conflict, NotConfigured
+from api.errors import Conflict, NotConfigured, UnsafePath
 from api.services import Services
 from api.storage.base import Storage, StorageError
 from api.storage.s3 import S3Storage, detect_provider
@@ -76,6 +77,7 @@ async def sync(services: Services, backup_id: str, actor: str = "system") -> Sys
     """Upload and confirm one backup's archive and sidecar. Never raises for a cloud failure:
     the record says `pending` with the reason and when it is retried."""
     storage = require_storage(services)
+    root = services.settings.backup_dir
     async with transaction(services.sessions) as session:
         backup = await backups.get_visible(session, backup_id)
         if backup.status != "completed" or not backup.file_path:
@@ -84,20 +86,21 @@ async def sync(services: Services, backup_id: str, actor: str = "system") -> Sys
             )
         if backup.sync_status == "syncing":
             raise Conflict(f"backup {backup.name!r} is being synced already")
+        # Checked before anything changes: a forged file_path must not upload a host file.
+        path = await paths.archive_path(services, backup, action="backup.sync", actor=actor)
+        assert path is not None
         backup.sync_status, backup.sync_requested = "syncing", True
-        path, name, size, checksum = (
-            Path(backup.file_path),
-            backup.name,
-            backup.file_size,
-            backup.checksum,
-        )
+        name, size, checksum = backup.name, backup.file_size, backup.checksum
     try:
-        if not path.is_file():
-            raise StorageError(f"the local archive {path} is missing; nothing to upload")
-        key = archive_key(path)
+        key = paths.cloud_key(archive_key(path))
         sidecar = path.with_name(path.name + ".sha256")
         for name_, source in ((key, path), (key + ".sha256", sidecar)):
-            with open(source, "rb") as handle:  # noqa: ASYNC230 - read in chunks by put
+            try:
+                fd = paths.open_file(source, root)
+            except FileNotFoundError:
+                missing = f"the local file {source} is missing: nothing to upload"
+                raise StorageError(missing) from None
+            with os.fdopen(fd, "rb") as handle:
                 await storage.put(name_, handle, os.fstat(handle.fileno()).st_size)
         info = await storage.stat(key)
         if info is None or info.size != size:
@@ -107,8 +110,17 @@ async def sync(services: Services, backup_id: str, actor: str = "system") -> Sys
         remote = await storage.sha256(key)
         if remote != checksum:
             raise StorageError(f"the uploaded object {key} has SHA-256 {remote}, not {checksum}")
-    except (StorageError, OSError) as error:
-        reason = str(error)
+    except (StorageError, OSError, UnsafePath) as error:
+        reason = error.detail if isinstance(error, UnsafePath) else str(error)
+        if isinstance(error, UnsafePath):
+            await paths.record_refusal(
+                services,
+                error,
+                actor=actor,
+                action="backup.sync",
+                target=name,
+                detail={"id": backup_id},
+            )
         async with transaction(services.sessions) as session:
             backup = await backups.get_visible(session, backup_id)
             backup.sync_attempts += 1
@@ -194,31 +206,63 @@ async def retry_due(services: Services, at: datetime | None = None) -> list[str]
             )
             if claimed.first() is None:
                 continue
-        result = await sync(services, backup_id)
+        try:
+            result = await sync(services, backup_id)
+        except UnsafePath:
+            continue  # refused and audited; the other backups still sync
         if result.sync_status == "synced":
             synced.append(backup_id)
     return synced
 
 
-async def delete_remote(services: Services, backup: SystemBackup) -> None:
-    """Remove a backup's cloud copy (archive and sidecar); raises StorageError if it cannot."""
-    if not backup.cloud_path:
+async def delete_remote(
+    services: Services,
+    backup: SystemBackup,
+    *,
+    actor: str = "system",
+    client_address: str | None = None,
+) -> None:
+    """Remove a backup's cloud copy (archive and sidecar); raises StorageError if it cannot,
+    UnsafePath (audited) if the catalog's key could reach outside the bucket prefix."""
+    key = await paths.archive_key(
+        services, backup, action="backup.delete", actor=actor, client_address=client_address
+    )
+    if key is None:
         return
     storage = require_storage(services)
-    await storage.delete(backup.cloud_path)
-    await storage.delete(backup.cloud_path + ".sha256")
+    await storage.delete(key)
+    await storage.delete(key + ".sha256")
 
 
-async def fetch(services: Services, backup: SystemBackup, target: Path) -> None:
-    """Download a backup's cloud copy to `target` (hidden temporary name, then published)."""
+async def fetch(
+    services: Services, backup: SystemBackup, target: Path, *, actor: str = "system"
+) -> None:
+    """Download a backup's cloud copy to `target` (hidden temporary name, then published).
+    The key must stay inside the bucket prefix and `target` inside BACKUP_DIR (UnsafePath)."""
     storage = require_storage(services)
-    assert backup.cloud_path is not None
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = await paths.archive_key(services, backup, action="backup.fetch", actor=actor)
+    assert key is not None
+    root = services.settings.backup_dir
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        target = paths.confined(target, root)
+        if target.parent != Path(os.path.realpath(root)):
+            raise UnsafePath(f"refused: {target} is not directly in BACKUP_DIR", str(target))
+    except UnsafePath as error:
+        await paths.record_refusal(
+            services,
+            error,
+            actor=actor,
+            action="backup.fetch",
+            target=backup.name,
+            detail={"id": backup.id},
+        )
+        raise
     temporary = partial_path(target)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            await storage.get(backup.cloud_path, handle)
+            await storage.get(key, handle)
             handle.flush()
             os.fsync(handle.fileno())
         publish(temporary, target)
@@ -226,8 +270,10 @@ async def fetch(services: Services, backup: SystemBackup, target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
     sidecar = target.with_name(target.name + ".sha256")
-    if backup.checksum and not sidecar.exists():
-        sidecar.write_text(f"{backup.checksum}  {target.name}\n")
+    if backup.checksum and not os.path.lexists(sidecar):
+        fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{backup.checksum}  {target.name}\n")
 
 
 async def check(services: Services) -> dict[str, object]:

@@ -79,3 +79,15 @@ class Busy(Conflict):
     """Another backup or restore is running."""
 
     kind = "Busy"
+
+
+class UnsafePath(Forbidden):
+    """A path or key read back from the catalog, a journal or a bucket points outside where it
+    must be (BACKUP_DIR, the staging folder, the bucket prefix): the action is refused (403,
+    which every route documents) and audited as `security.refused`."""
+
+    kind = "UnsafePath"
+
+    def __init__(self, detail: str, path: str | None = None) -> None:
+        super().__init__(detail)
+        self.path = path

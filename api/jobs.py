@@ -52,7 +52,9 @@ class Jobs:
     async def start_restore(
         self, request: restores.RestoreRequest
     ) -> tuple[SystemRestore, asyncio.Task[restores.RestoreResult]]:
-        target = await restores.resolve(self._services, request.archive)
+        target = await restores.resolve(
+            self._services, request.archive, request.actor, request.client_address
+        )
         lock = await backups.acquire(self._services)
         try:
             started = await restores.begin(self._services, request, target)

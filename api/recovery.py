@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 from sqlalchemy import select
 
+from api import paths
 from api.archive.writer import PARTIAL_MARK
 from api.audit import service as audit
 from api.backups.models import SystemBackup
-from api.backups.service import now
+from api.backups.service import NAME_PATTERN, now
 from api.db import transaction
+from api.errors import UnsafePath
 from api.locks import MutationLock
 from api.restores import runner as restores
 from api.restores.models import SystemRestore
@@ -37,6 +40,17 @@ async def recover(services: Services) -> list[str]:
     return notes
 
 
+def _remove_unpublished(folder: Path, name: str) -> None:
+    """Remove what an interrupted backup called `name` may have published in `folder`; a name
+    that is not a plain file name, or a file that resolves outside `folder`, is refused."""
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise UnsafePath(f"refused: backup name {name!r} is not a plain file name", name)
+    for suffix in (".tar.gz", ".tar.zst"):
+        for path in (folder / f"{name}{suffix}", folder / f"{name}{suffix}.sha256"):
+            with contextlib.suppress(FileNotFoundError):
+                paths.unlink_file(path, folder)
+
+
 async def _recover(services: Services) -> list[str]:
     folder = services.settings.backup_dir
     # Journals first: whether an interrupted restore committed decides what its record says.
@@ -56,13 +70,24 @@ async def _recover(services: Services) -> list[str]:
             backup.error_message = INTERRUPTED
             backup.phase = None
             backup.completed_at = now()
-            for suffix in (".tar.gz", ".tar.zst"):
-                for path in (
-                    folder / f"{backup.name}{suffix}",
-                    folder / f"{backup.name}{suffix}.sha256",
-                ):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+            try:
+                _remove_unpublished(folder, backup.name)
+            except UnsafePath as error:
+                # A name such as `../../x` (a forged row) would reach outside BACKUP_DIR.
+                await audit.record(
+                    session,
+                    "system",
+                    "security.refused",
+                    backup.name,
+                    "refused",
+                    {
+                        "id": backup.id,
+                        "action": "recovery",
+                        "path": error.path,
+                        "error": error.detail,
+                    },
+                )
+                notes.append(f"refused to remove files of backup {backup.id}: {error.detail}")
             await audit.record(
                 session,
                 "system",
@@ -111,7 +136,7 @@ async def _recover(services: Services) -> list[str]:
             notes.append(f"restore {restore.id} was interrupted: {note}")
     if folder.is_dir():
         for leftover in folder.glob(f".*{PARTIAL_MARK}*"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                leftover.unlink()  # a link is removed itself, never what it points to
             notes.append(f"removed partial file {leftover.name}")
     return notes

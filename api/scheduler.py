@@ -15,13 +15,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
-from api import cloud
+from api import cloud, paths
 from api.audit import service as audit
 from api.backups import runner
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import NotConfigured
+from api.errors import NotConfigured, UnsafePath
 from api.locks import MutationLock
 from api.schedules import retention
 from api.schedules import service as schedules
@@ -118,16 +118,19 @@ async def apply_retention(
         for backup_id in list(doomed):
             backup = by_id[backup_id]
             try:
-                await cloud.delete_remote(services, backup)
-            except (StorageError, NotConfigured) as error:
+                await paths.archive_path(
+                    services, backup, action="backup.retention_delete", actor=actor
+                )
+                await cloud.delete_remote(services, backup, actor=actor)
+            except (StorageError, NotConfigured, UnsafePath) as error:
                 log.warning(
-                    "retention keeps %s for now: its cloud copy could not be deleted: %s",
+                    "retention keeps %s for now: %s",
                     backup.name,
                     error,
                 )
                 doomed.remove(backup_id)
                 continue
-            await backups.delete(session, backup)
+            await backups.delete(session, backup, services.settings.backup_dir)
             await audit.record(
                 session,
                 actor,

@@ -9,17 +9,18 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 
+from api import paths
 from api.archive.reader import VerifiedArchive, archive_stem, read_archive
 from api.archive.writer import partial_path, read_sidecar
 from api.audit import service as audit
 from api.backups import service
 from api.backups.models import BACKUP_TYPES, SystemBackup
 from api.db import transaction
-from api.errors import ArchiveError
+from api.errors import ArchiveError, UnsafePath
 from api.services import Services
 from api.storage.base import StorageError
 
@@ -84,6 +85,12 @@ async def import_archives(services: Services) -> ImportReport:
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or not path.name.endswith(SUFFIXES):
                 continue
+            try:
+                if not paths.is_file(path, folder):
+                    raise UnsafePath(f"refused {path}: it is not a regular file", str(path))
+            except UnsafePath as error:  # e.g. a link to a file outside BACKUP_DIR
+                await _refuse(services, error, path.name, report)
+                continue
             await _import_local(services, path, known_sums, known_names, report)
     if services.storage is not None:
         try:
@@ -92,9 +99,21 @@ async def import_archives(services: Services) -> ImportReport:
             report.problems.append(f"cannot list the bucket: {error}")
             objects = []
         for item in objects:
-            if item.key.endswith(SUFFIXES) and not Path(item.key).name.startswith("."):
-                await _import_remote(services, item.key, known_sums, known_names, report)
+            if not item.key.endswith(SUFFIXES):
+                continue
+            try:
+                key = paths.cloud_key(item.key)
+            except UnsafePath as error:  # e.g. `prefix/../../etc/x.tar.gz`
+                await _refuse(services, error, item.key, report)
+                continue
+            if not PurePosixPath(key).name.startswith("."):
+                await _import_remote(services, key, known_sums, known_names, report)
     return report
+
+
+async def _refuse(services: Services, error: UnsafePath, target: str, report: ImportReport) -> None:
+    await paths.record_refusal(services, error, actor="cli", action="backup.import", target=target)
+    report.problems.append(error.detail)
 
 
 async def _add(services: Services, record: SystemBackup, report: ImportReport) -> None:
@@ -145,12 +164,14 @@ async def _import_remote(
     assert storage is not None
     folder = services.settings.backup_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    scratch = partial_path(folder / Path(key).name)
-    sidecar_file = partial_path(folder / (Path(key).name + ".sha256"))
+    name = PurePosixPath(key).name  # one plain segment: cloud_key refused the rest
+    scratch = partial_path(folder / name)
+    sidecar_file = partial_path(folder / (name + ".sha256"))
     try:
         expected: str | None = None
         if await storage.stat(key + ".sha256") is not None:
-            with open(sidecar_file, "w+b") as handle:  # noqa: ASYNC230
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(sidecar_file, flags, 0o600), "w+b") as handle:
                 await storage.get(key + ".sha256", handle)
                 handle.seek(0)
                 token = handle.read(200).split()

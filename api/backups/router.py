@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Literal
+from pathlib import PurePosixPath
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api import cloud
+from api import cloud, paths
 from api.audit import service as audit
 from api.auth import service as auth
 from api.backups import runner, service
@@ -27,12 +29,13 @@ from api.backups.schemas import (
     VerifyOut,
 )
 from api.deps import AdminDep, ServicesDep, SessionDep, client_address
-from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UnsafePath
 from api.restores import runner as restores
 from api.restores import service as restore_service
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
-from api.storage.base import StorageError
+from api.storage.base import CHUNK_SIZE, StorageError
+from api.storage.s3 import content_disposition
 
 router = APIRouter(prefix="/backups", tags=["backups"])
 Status = Literal["pending", "in_progress", "completed", "failed"]
@@ -151,14 +154,18 @@ async def delete_backup(
         raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
     if backup.sync_status == "syncing":
         raise Conflict(f"backup {backup.name!r} is being uploaded; wait for it to finish")
+    actor, address = principal.actor, client_address(request)
+    await paths.archive_path(
+        services, backup, action="backup.delete", actor=actor, client_address=address
+    )
     try:
-        await cloud.delete_remote(services, backup)
+        await cloud.delete_remote(services, backup, actor=actor, client_address=address)
     except StorageError as error:
         raise Unavailable(
             f"the cloud copy of {backup.name!r} could not be deleted ({error}); nothing was "
             "deleted: try again when the storage is reachable"
         ) from None
-    await service.delete(session, backup)
+    await service.delete(session, backup, services.settings.backup_dir)
     await audit.record(
         session,
         principal.actor,
@@ -191,7 +198,11 @@ async def download_link(
     """A short-lived link to the archive: a signed link to this server while the local file
     exists, else a presigned GET of the cloud copy (the bucket stays private)."""
     backup = await service.get_visible(session, backup_id)
-    local = bool(backup.file_path and Path(backup.file_path).is_file())
+    actor, address = principal.actor, client_address(request)
+    archive = await paths.archive_path(
+        services, backup, action="backup.download_link", actor=actor, client_address=address
+    )
+    local = archive is not None and archive.is_file()
     if backup.status != "completed" or not (local or backup.is_cloud_synced):
         raise Conflict(f"backup {backup.name!r} has no archive to download ({backup.status})")
     seconds = services.settings.download_link_seconds
@@ -204,10 +215,14 @@ async def download_link(
             )
         )
     else:
-        assert backup.cloud_path is not None
+        key = await paths.archive_key(
+            services, backup, action="backup.download_link", actor=actor, client_address=address
+        )
+        if key is None:
+            raise Conflict(f"backup {backup.name!r} has no downloadable copy")
         try:
             presigned = await cloud.require_storage(services).presign_get(
-                backup.cloud_path, seconds, Path(backup.cloud_path).name
+                key, seconds, PurePosixPath(key).name
             )
         except StorageError as error:
             raise Unavailable(f"cannot sign a cloud download link: {error}") from None
@@ -243,6 +258,7 @@ async def download_file(
     backup_id: str,
     request: Request,
     session: SessionDep,
+    services: ServicesDep,
     expires: Annotated[int, Query(ge=0, le=2**40)],
     signature: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> Response:
@@ -253,9 +269,31 @@ async def download_file(
     if expires < time.time():
         raise Forbidden("this download link has expired: ask for a new one")
     backup = await service.get_visible(session, backup_id)
-    if backup.status != "completed" or not backup.file_path or not Path(backup.file_path).is_file():
-        raise NotFound(f"backup {backup.name!r} has no archive any more")
-    path = Path(backup.file_path)
+    archive = await paths.archive_path(
+        services,
+        backup,
+        action="backup.download",
+        actor="download-link",
+        client_address=client_address(request),
+    )
+    try:
+        if backup.status != "completed" or archive is None:
+            raise FileNotFoundError
+        fd = paths.open_file(archive, services.settings.backup_dir)
+    except FileNotFoundError:
+        raise NotFound(f"backup {backup.name!r} has no archive any more") from None
+    except UnsafePath as error:
+        await paths.record_refusal(
+            services,
+            error,
+            actor="download-link",
+            action="backup.download",
+            target=backup.name,
+            detail={"id": backup.id},
+            client_address=client_address(request),
+        )
+        raise
+    handle = os.fdopen(fd, "rb")
     await audit.record(
         session,
         "download-link",
@@ -265,8 +303,24 @@ async def download_file(
         {"id": backup.id},
         client_address(request),
     )
-    media = "application/zstd" if path.name.endswith(".zst") else "application/gzip"
-    return FileResponse(path, media_type=media, filename=path.name)
+    media = "application/zstd" if archive.name.endswith(".zst") else "application/gzip"
+    return StreamingResponse(
+        _chunks(handle),
+        media_type=media,
+        headers={
+            "Content-Length": str(os.fstat(handle.fileno()).st_size),
+            "Content-Disposition": content_disposition(archive.name),
+        },
+    )
+
+
+async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    """The opened archive (checked inside BACKUP_DIR), streamed, then closed."""
+    try:
+        while block := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield block
+    finally:
+        handle.close()
 
 
 @router.post(
@@ -320,7 +374,9 @@ async def verify_backup(
     into a scratch database and compares row counts (one deep verify at a time: 409 while
     another runs). `ok` says whether it passed."""
     backup = await service.get_visible(session, backup_id)
-    result = await verifier.verify(services, backup, deep=deep)
+    result = await verifier.verify(
+        services, backup, deep=deep, actor=principal.actor, client_address=client_address(request)
+    )
     await audit.record(
         session,
         principal.actor,

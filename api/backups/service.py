@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import paths
 from api.backups.models import BACKUP_TYPES, SystemBackup
 from api.errors import BadRequest, Conflict, NotFound
 
@@ -165,11 +166,15 @@ def archive_files(backup: SystemBackup) -> list[Path]:
     return [path, path.with_name(path.name + ".sha256")]
 
 
-async def delete(session: AsyncSession, backup: SystemBackup) -> None:
+async def delete(session: AsyncSession, backup: SystemBackup, backup_dir: Path) -> None:
     """Remove the archive and its sidecar, and mark the record deleted (it stays listed in the
-    audit trail). A running backup cannot be deleted."""
+    audit trail). A running backup cannot be deleted; an archive path outside `backup_dir`
+    (a forged catalog row) is refused (UnsafePath) before anything is removed."""
     if backup.status in ("pending", "in_progress"):
         raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
-    for path in archive_files(backup):
-        path.unlink(missing_ok=True)
+    files = archive_files(backup)
+    for path in files:
+        paths.confined(path, backup_dir)
+    for path in files:
+        paths.unlink_file(path, backup_dir)
     backup.deleted_at = now()

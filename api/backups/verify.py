@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
+from api import paths
 from api.archive.manifest import DATABASE_NAME
 from api.archive.reader import read_archive
 from api.backups.models import SystemBackup
@@ -36,11 +37,22 @@ def _scratch_url(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-async def verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
-    """Check the backup's archive; a deep verify runs only when no other one does (any process):
-    each restores a whole database into a scratch one, so a second would only add load."""
+async def verify(
+    services: Services,
+    backup: SystemBackup,
+    *,
+    deep: bool,
+    actor: str = "system",
+    client_address: str | None = None,
+) -> Verification:
+    """Check the backup's archive. Raises UnsafePath (audited) when the catalog's archive path is
+    outside BACKUP_DIR. A deep verify runs only when no other one does (any process): each
+    restores a whole database into a scratch one, so a second would only add load."""
+    path = await paths.archive_path(
+        services, backup, action="backup.verify", actor=actor, client_address=client_address
+    )
     if not deep:
-        return await _verify(services, backup, deep=False)
+        return await _verify(services, backup, path, deep=False)
     lock = MutationLock(services.engine, DEEP_VERIFY_LOCK)
     if not await lock.try_acquire():
         raise Busy(
@@ -48,15 +60,16 @@ async def verify(services: Services, backup: SystemBackup, *, deep: bool) -> Ver
             "database); try again when it has finished"
         )
     try:
-        return await _verify(services, backup, deep=True)
+        return await _verify(services, backup, path, deep=True)
     finally:
         await lock.release()
 
 
-async def _verify(services: Services, backup: SystemBackup, *, deep: bool) -> Verification:
-    if backup.status != "completed" or not backup.file_path:
+async def _verify(
+    services: Services, backup: SystemBackup, path: Path | None, *, deep: bool
+) -> Verification:
+    if backup.status != "completed" or path is None:
         return Verification(ok=False, problem=f"backup {backup.name!r} is {backup.status}")
-    path = Path(backup.file_path)
     if not path.is_file():
         return Verification(ok=False, problem=f"the archive is missing at {path}")
     scratch_dir = services.settings.backup_dir / f".verify-{secrets.token_hex(6)}"

@@ -17,14 +17,14 @@ import hashlib
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from packaging.version import InvalidVersion, Version
+from sqlalchemy import select
 
-from api import cloud
+from api import cloud, paths
 from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX
 from api.archive.reader import Staging, VerifiedArchive, read_archive
 from api.archive.writer import read_sidecar
@@ -33,7 +33,15 @@ from api.backups import runner as backups
 from api.backups import service as backup_service
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import AppError, ArchiveError, BadRequest, Conflict, NotFound, Unavailable
+from api.errors import (
+    AppError,
+    ArchiveError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    Unavailable,
+    UnsafePath,
+)
 from api.locks import MutationLock
 from api.progress import ProgressView, Tracker
 from api.restores import service
@@ -96,15 +104,24 @@ class Target:
     source: str | None
 
 
-async def resolve(services: Services, ref: str) -> Target:
-    """An archive path, or the name or id of a catalogued backup, with its expected checksum."""
+async def resolve(
+    services: Services, ref: str, actor: str = "cli", client_address: str | None = None
+) -> Target:
+    """An archive path, or the name or id of a catalogued backup, with its expected checksum.
+
+    A catalogued backup's archive must lie inside BACKUP_DIR (its real path, links resolved)
+    and its cloud key inside the bucket prefix: a row pointing elsewhere is refused
+    (UnsafePath) and audited. An id is never taken for a path, whatever files exist."""
     path = Path(ref)
     async with transaction(services.sessions) as session:
-        backup: SystemBackup | None = None
-        if path.is_file():
+        backup = await session.get(SystemBackup, ref)
+        if backup is not None and backup.deleted_at is not None:
+            backup = None
+        if backup is None and path.is_file():
+            # A file the operator names; when the catalog knows it, its checksum applies.
             backup = await backup_service.by_file(session, str(path.resolve()))
         else:
-            backup = await backup_service.find(session, ref)
+            backup = backup or await backup_service.find(session, ref)
             if backup is None:
                 raise NotFound(
                     f"{ref!r} is neither an archive file nor the name or id of a catalogued "
@@ -115,10 +132,13 @@ async def resolve(services: Services, ref: str) -> Target:
                     f"backup {backup.name!r} is {backup.status}; only completed "
                     "backups can be restored"
                 )
-            if backup.file_path and Path(backup.file_path).is_file():
-                path = Path(backup.file_path)
+            local = await paths.archive_path(
+                services, backup, action="restore", actor=actor, client_address=client_address
+            )
+            if local is not None and local.is_file():
+                path = local
             elif backup.is_cloud_synced and backup.cloud_path and services.storage is not None:
-                path = Path(backup.file_path or services.settings.backup_dir / backup.cloud_path)
+                path = local or services.settings.backup_dir / PurePosixPath(backup.cloud_path).name
             else:
                 raise NotFound(
                     f"the archive of backup {backup.name!r} is missing at {backup.file_path} "
@@ -128,14 +148,15 @@ async def resolve(services: Services, ref: str) -> Target:
         # Local archive gone, cloud copy confirmed: fetch it; it is verified like any archive.
         log.info("fetching %s from cloud storage", backup.cloud_path)
         try:
-            await cloud.fetch(services, backup, path)
+            await cloud.fetch(services, backup, path, actor=actor)
         except StorageError as error:
             raise Unavailable(
                 f"the local archive of {backup.name!r} is gone and its cloud copy could not be "
                 f"downloaded: {error}"
             ) from None
+        path = path.resolve()
         async with transaction(services.sessions) as session:
-            (await backup_service.get(session, backup.id)).file_path = str(path.resolve())
+            (await backup_service.get(session, backup.id)).file_path = str(path)
     if backup is not None and backup.checksum:
         return Target(path, backup, backup.checksum, "catalog")
     try:
@@ -240,7 +261,7 @@ async def restore(
     lock: MutationLock | None = None,
 ) -> RestoreResult:
     """Restore (or, with dry_run, plan) an archive; raises AppError if it does not happen."""
-    target = await resolve(services, request.archive)
+    target = await resolve(services, request.archive, request.actor, request.client_address)
     held = await backups.acquire(services) if lock is None else lock
     try:
         started = await begin(services, request, target)
@@ -310,7 +331,7 @@ async def _run(
             "in atomically beside it: mount the volume one level up (its parent folder) and set "
             "UPLOADS_DIR to a folder inside it"
         )
-    staging = Staging(uploads_dir.parent / f".{uploads_dir.name}.restore-{record.id}")
+    staging = Staging(swapper.staging_root(uploads_dir, record.id))
     try:
         verified = await asyncio.to_thread(
             read_archive,
@@ -489,7 +510,11 @@ def _sha256_of(path: Path) -> str | None:
 async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
     """Finish or undo interrupted uploads swaps (journals), then drop leftover staging folders.
 
-    Returns notes for the log and, by restore id, whether each interrupted restore committed.
+    A journal is untrusted input: it is acted on only if `swap.load` and `swap.check_paths`
+    accept it and the catalog has its restore in progress (the caller holds the mutation lock,
+    so that restore's process is gone). Any other journal is moved aside, logged and audited;
+    nothing it names is touched. Returns notes for the log and, by restore id, whether each
+    interrupted restore committed.
     """
     notes: list[str] = []
     outcomes: dict[str, bool] = {}
@@ -497,7 +522,32 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
     if not folder.is_dir():
         return notes, outcomes
     url = services.settings.require_database_url()
-    for journal in swapper.journals(folder):
+    uploads_dir = services.settings.uploads_dir.absolute()
+    async with transaction(services.sessions) as session:
+        in_progress = set(
+            (
+                await session.execute(
+                    select(SystemRestore.id).where(SystemRestore.status == "in_progress")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    refused: set[str] = set()
+    for path in swapper.journal_files(folder):
+        try:
+            journal = swapper.load(path)
+            if journal.restore_id not in in_progress:
+                raise UnsafePath(
+                    f"refused journal {path}: the catalog has no restore {journal.restore_id} "
+                    "in progress",
+                    str(path),
+                )
+            swapper.check_paths(journal, uploads_dir)
+        except (UnsafePath, OSError) as error:
+            notes.append(await _refuse_journal(services, path, error))
+            refused.add(path.name.removeprefix(".restore-").removesuffix(".journal"))
+            continue
         committed = await postgres.restore_committed(url, journal.restore_id)
         outcomes[journal.restore_id] = committed
         if committed:
@@ -509,11 +559,34 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
             swapper.swap_back(journal)
             notes.append(f"undid interrupted restore {journal.restore_id} (it had not committed)")
         journal.remove(folder)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(Path(journal.staged).parent)
-    uploads_dir = services.settings.uploads_dir.absolute()
+        swapper.remove_tree(swapper.staging_root(uploads_dir, journal.restore_id))
     if uploads_dir.parent.is_dir():
         for leftover in uploads_dir.parent.glob(f".{uploads_dir.name}.restore-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            restore_id = leftover.name.removeprefix(f".{uploads_dir.name}.restore-")
+            if not swapper.RESTORE_ID.fullmatch(restore_id):
+                continue  # not a name the runner makes
+            if restore_id in refused:
+                # It may hold the only copy of a tree: the operator decides, not a forged file.
+                notes.append(f"kept staging folder {leftover} of a refused journal: inspect it")
+                continue
+            swapper.remove_tree(leftover)  # a link is unlinked, never followed
             notes.append(f"removed leftover staging folder {leftover}")
     return notes, outcomes
+
+
+async def _refuse_journal(services: Services, path: Path, error: Exception) -> str:
+    """Move a refused journal aside (so it is not read again), log and audit it."""
+    reason = error.detail if isinstance(error, UnsafePath) else str(error)
+    aside = path.with_name(path.name + ".refused")
+    with contextlib.suppress(OSError):
+        os.replace(path, aside)  # renames a link itself, never its target
+    refusal = error if isinstance(error, UnsafePath) else UnsafePath(reason, str(path))
+    await paths.record_refusal(
+        services,
+        refusal,
+        actor="system",
+        action="restore.recover",
+        target=path.name,
+        detail={"journal": str(path), "movedTo": str(aside)},
+    )
+    return f"{reason}; nothing it names was touched (moved aside to {aside.name})"

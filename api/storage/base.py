@@ -69,11 +69,13 @@ def check_key(key: str) -> str:
     """Return `key` if it is a safe object key, else raise StorageError.
 
     Safe: non-empty, relative ('/'-separated, no leading '/'), no empty, '.' or '..' segments,
-    no NUL or backslash."""
+    no NUL, other control character or backslash."""
     if not isinstance(key, str) or not key:
         raise StorageError("refused an empty storage key")
     if "\x00" in key:
         raise StorageError(f"refused storage key {key!r}: it contains a NUL character")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise StorageError(f"refused storage key {key!r}: it contains a control character")
     if "\\" in key:
         raise StorageError(f"refused storage key {key!r}: use '/' to separate folders")
     if key.startswith("/"):
