@@ -79,3 +79,14 @@ class Busy(Conflict):
     """Another backup or restore is running."""
 
     kind = "Busy"
+
+
+class TooManyRequests(AppError):
+    """Too many attempts (failed logins): wait `retry_after` seconds; sent as Retry-After."""
+
+    status_code = 429
+    kind = "TooManyRequests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)

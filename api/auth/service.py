@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -51,9 +52,9 @@ def digest(secret: str) -> str:
 
 
 def check_role(role: str) -> str:
-    role = role.strip().upper()
+    """Role names are exact: `owner` is not OWNER (roles are compared as written)."""
     if not ROLE.fullmatch(role):
-        raise BadRequest(f"invalid role {role!r}: use an upper-case name such as OWNER")
+        raise BadRequest(f"invalid role {role!r}: role names are exact and upper-case, e.g. OWNER")
     return role
 
 
@@ -72,11 +73,14 @@ async def create_user(session: AsyncSession, email: str, role: str, password: st
     exists = await session.execute(select(AppUser.id).where(AppUser.email == email))
     if exists.first() is not None:
         raise Conflict(f"a user with email {email} already exists")
+    role = check_role(role)
+    # Argon2 takes tens of milliseconds of CPU: never on the event loop.
+    password_hash = await asyncio.to_thread(_hasher.hash, check_password(password))
     user = AppUser(
         id=secrets.token_hex(16),
         email=email,
-        password_hash=_hasher.hash(check_password(password)),
-        role=check_role(role),
+        password_hash=password_hash,
+        role=role,
         is_active=True,
         created_at=now(),
     )
@@ -88,15 +92,21 @@ async def authenticate_password(session: AsyncSession, email: str, password: str
     user = (
         await session.execute(select(AppUser).where(AppUser.email == email.strip().lower()))
     ).scalar_one_or_none()
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
+    if not await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password):
         return None
     if user is None or not user.is_active:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
+        user.password_hash = await asyncio.to_thread(_hasher.hash, password)
     return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    """Argon2 verification; run in a worker thread (argon2-cffi releases the GIL)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 async def open_session(
@@ -184,21 +194,49 @@ async def token_principal(session: AsyncSession, secret: str) -> Principal | Non
     return Principal(actor=f"token:{token.name}", role=token.role, kind="token")
 
 
-def jwt_principal(secret: str | None, bearer: str) -> Principal | None:
-    """A GK-Nexus-issued JWT (HS256, role in the `role` claim), when NEXUS_JWT_SECRET is set."""
+def jwt_principal(
+    secret: str | None,
+    bearer: str,
+    *,
+    max_lifetime: int = 24 * 3600,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> Principal | None:
+    """A GK-Nexus-issued JWT, when NEXUS_JWT_SECRET is set: HS256 only; `exp` required and at
+    most `max_lifetime` seconds after `iat` (or after now, without `iat`); `iss` and `aud`
+    required and checked when configured; the `role` claim compared exactly."""
     if not secret:
         return None
+    required = ["exp", "role"]
+    if issuer:
+        required.append("iss")
+    if audience:
+        required.append("aud")
     try:
         claims = jwt.decode(
-            bearer, secret, algorithms=["HS256"], options={"require": ["exp", "role"]}
+            bearer,
+            secret,
+            algorithms=["HS256"],
+            issuer=issuer,
+            audience=audience,
+            options={"require": required},
         )
     except jwt.PyJWTError:
+        return None
+    expires, issued = claims.get("exp"), claims.get("iat", None)
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
+    if expires - now().timestamp() > max_lifetime:
+        return None
+    if issued is not None and (
+        not isinstance(issued, int | float) or expires - issued > max_lifetime
+    ):
         return None
     role = claims.get("role")
     if not isinstance(role, str):
         return None
     who = claims.get("email") or claims.get("sub") or "unknown"
-    return Principal(actor=f"jwt:{who}", role=role.upper(), kind="jwt")
+    return Principal(actor=f"jwt:{str(who)[:150]}", role=role, kind="jwt")
 
 
 async def list_tokens(session: AsyncSession) -> list[ApiToken]:
