@@ -1,0 +1,112 @@
+"""ASGI middleware around the whole app: a request body limit and security headers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("nexus_backup.http")
+
+# The admin page and the API: only this origin's scripts, styles and images; never framed.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# /docs and /redoc load Swagger UI / ReDoc from a CDN and start them with an inline script.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def too_large(limit: int) -> str:
+    return (
+        f"the request body is larger than {limit} bytes (MAX_BODY_BYTES): send less; no "
+        "route of this API takes more"
+    )
+
+
+class ContentLengthLimit:
+    """Refuses a declared Content-Length over `limit` with 413 before the app runs (no auth, no
+    routing, nothing read). Bodies without a length (chunked) are counted as they stream in
+    by FastAPI's own limit (FastAPI(max_body_size=...)), which stops reading past it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name != b"content-length":
+                    continue
+                declared = int(value) if value.isdigit() else None
+                if declared is None or declared > self.limit:
+                    log.warning(
+                        "refused %s %s: Content-Length %r (limit %d bytes)",
+                        scope["method"],
+                        scope["path"],
+                        value[:20].decode("latin-1"),
+                        self.limit,
+                    )
+                    if declared is None:
+                        await _send_json(
+                            send, 400, "BadRequest", "Content-Length must be a number of bytes"
+                        )
+                    else:
+                        await _send_json(send, 413, "TooLarge", too_large(self.limit))
+                    return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """CSP (frame-ancestors 'none'), nosniff, no referrer and no framing on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        docs = any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
+        extra = [
+            (b"content-security-policy", (DOCS_CSP if docs else PAGE_CSP).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((n, v) for n, v in extra if n not in names),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _send_json(send: Send, status: int, kind: str, detail: str) -> None:
+    body = json.dumps({"error": kind, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
