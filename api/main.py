@@ -22,7 +22,7 @@ from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import AppError, TooManyRequests
 from api.jobs import Jobs
-from api.middleware import ContentLengthLimit, SecurityHeaders, too_large
+from api.middleware import BodyLimit, SecurityHeaders, too_large
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
 from api.schedules.router import router as schedules_router
@@ -80,8 +80,6 @@ def create_app(
         title="Nexus Backup",
         version=__version__,
         lifespan=lifespan,
-        # Bodies are counted as they arrive (also chunked ones) and refused past the limit.
-        max_body_size=settings.max_body_bytes,
         description=(
             "Backups of the GK-Nexus database and uploads as one verified archive. Every route "
             "but /health needs `Authorization: Bearer <token>` (nexus-backup tokens create) or "
@@ -91,7 +89,7 @@ def create_app(
     )
     app.state.clock = clock
     # Added last = outermost: the headers also go on the 413s of the length check.
-    app.add_middleware(ContentLengthLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AppError)

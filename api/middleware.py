@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("nexus_backup.http")
@@ -31,37 +32,65 @@ def too_large(limit: int) -> str:
     )
 
 
-class ContentLengthLimit:
-    """Refuses a declared Content-Length over `limit` with 413 before the app runs (no auth, no
-    routing, nothing read). Bodies without a length (chunked) are counted as they stream in
-    by FastAPI's own limit (FastAPI(max_body_size=...)), which stops reading past it."""
+class BodyTooLarge(HTTPException):
+    """Raised from receive() once a body passes the limit: an HTTPException, so FastAPI's body
+    parsing passes it on to the app's 413 handler (JSON) instead of calling it a bad body."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, too_large(limit))
+
+
+class BodyLimit:
+    """Refuses a body over `limit` bytes with 413: a declared Content-Length before the app
+    runs (no auth, no routing, nothing read), a chunked body as it streams in (receive() raises
+    once past the limit), so no more than `limit` bytes of a body are ever read.
+
+    Not FastAPI(max_body_size=...): it answers text/plain when the route does not read the
+    body, and this API's errors are JSON."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name != b"content-length":
-                    continue
-                declared = int(value) if value.isdigit() else None
-                if declared is None or declared > self.limit:
-                    log.warning(
-                        "refused %s %s: Content-Length %r (limit %d bytes)",
-                        scope["method"],
-                        scope["path"],
-                        value[:20].decode("latin-1"),
-                        self.limit,
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope["headers"]:
+            if name != b"content-length":
+                continue
+            declared = int(value) if value.isdigit() else None
+            if declared is None or declared > limit:
+                log.warning(
+                    "refused %s %s: Content-Length %r (limit %d bytes)",
+                    scope["method"],
+                    scope["path"],
+                    value[:20].decode("latin-1"),
+                    limit,
+                )
+                if declared is None:
+                    await _send_json(
+                        send, 400, "BadRequest", "Content-Length must be a number of bytes"
                     )
-                    if declared is None:
-                        await _send_json(
-                            send, 400, "BadRequest", "Content-Length must be a number of bytes"
-                        )
-                    else:
-                        await _send_json(send, 413, "TooLarge", too_large(self.limit))
-                    return
-        await self.app(scope, receive, send)
+                else:
+                    await _send_json(send, 413, "TooLarge", too_large(limit))
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    log.warning(
+                        "refused %s %s: body over %d bytes", scope["method"], scope["path"], limit
+                    )
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class SecurityHeaders:
