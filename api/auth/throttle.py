@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,9 +43,14 @@ async def attempt(
 ) -> Refusal | None:
     """Count one login attempt for the account and the address; a Refusal once either has
     more attempts than its limit within the window (counted from its first attempt)."""
-    await session.execute(
-        delete(LoginThrottle).where(LoginThrottle.first_at <= now - limits.window)
+    # Forget windows that have ended (a few at a time, skipping rows another login holds).
+    ended = (
+        select(LoginThrottle.key)
+        .where(LoginThrottle.first_at <= now - limits.window)
+        .limit(100)
+        .with_for_update(skip_locked=True)
     )
+    await session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(ended)))
     checks = [(account_key(email), limits.per_account, "account")]
     if address:
         checks.append((address_key(address), limits.per_address, "address"))
