@@ -431,6 +431,12 @@ async def test_argon2_runs_off_the_event_loop(app: App, monkeypatch: pytest.Monk
         health = await client.get("/health")
         assert health.status_code == 200
         assert not login.done()
+        # ... and the login holds no catalog transaction open while it waits for Argon2.
+        open_transactions = app.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+        )
+        assert open_transactions.strip() == "0"
         gated.go.set()
         assert (await login).status_code == 401
         assert not gated.stalled, "Argon2 verification ran on the event loop and blocked it"

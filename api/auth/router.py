@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.audit import service as audit
 from api.auth import service, throttle
-from api.auth.models import ADMIN_ROLES
+from api.auth.models import ADMIN_ROLES, AppUser
 from api.auth.schemas import LoginIn, MeOut
 from api.db import transaction
 from api.deps import (
@@ -57,7 +57,8 @@ async def login(
             f"{refusal.reason}: try again in {refusal.retry_after} seconds",
             refusal.retry_after,
         )
-    user = await service.authenticate_password(session, email, body.password)
+    user_id = await service.authenticate_password(services.sessions, email, body.password)
+    user = await session.get(AppUser, user_id) if user_id else None
     if user is None or user.role not in ADMIN_ROLES:
         await record_refusal(
             services,
