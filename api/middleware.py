@@ -112,6 +112,8 @@ class SecurityHeaders:
             (b"x-frame-options", b"DENY"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
+        if scope.get("scheme") == "https":  # also behind a trusted TLS proxy
+            extra.append((b"strict-transport-security", b"max-age=31536000"))
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

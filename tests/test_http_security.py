@@ -382,6 +382,18 @@ async def test_failed_logins_are_throttled_per_address(app: App) -> None:
             assert (await _login(attacker, "boss@gk.test", PASSWORD)).status_code == 200
 
 
+async def test_ipv6_clients_are_throttled_per_64_network(app: App) -> None:
+    async with running(app, Clock(), login_max_failures_per_address=3) as server:
+        for number in range(3):
+            async with server.client(f"2001:db8:1:2::{number + 1:x}") as client:
+                assert (await _login(client, f"g{number}@gk.test", "wrong-pw")).status_code == 401
+        async with server.client("2001:db8:1:2:ffff::9") as same_network:
+            throttled = await _login(same_network, "g9@gk.test", "wrong-pw")
+            _assert_error(throttled, 429, "TooManyRequests")
+        async with server.client("2001:db8:1:3::1") as other_network:
+            assert (await _login(other_network, "g9@gk.test", "wrong-pw")).status_code == 401
+
+
 async def test_concurrent_guesses_cannot_pass_the_limit_and_processes_share_it(
     app: App, hasher: CountingHasher
 ) -> None:
@@ -676,12 +688,14 @@ def test_real_server_header_deadline_body_limit_and_proxy_cookie(
         )
         assert proxied.status_code == 200, proxied.text
         assert "secure" in _session_cookie(proxied)[1]
+        assert proxied.headers["strict-transport-security"] == "max-age=31536000"
         plain = httpx.post(
             f"{base}/auth/login", json={"email": email, "password": password}, timeout=30
         )
         assert plain.status_code == 200, plain.text
         assert "secure" not in _session_cookie(plain)[1]
         assert plain.headers["x-frame-options"] == "DENY"
+        assert "strict-transport-security" not in plain.headers
     logins = app.sql(
         "SELECT client_address FROM nexus_backup.audit_log WHERE action = 'auth.login' "
         "AND outcome = 'completed' ORDER BY id"

@@ -4,6 +4,7 @@ concurrent guesses cannot slip past the limit and a throttled login costs no Arg
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +36,16 @@ def account_key(email: str) -> str:
 
 
 def address_key(address: str) -> str:
-    return f"address:{address}"[:400]
+    """IPv4 addresses one by one; IPv6 by /64 (one subscriber's network has them all)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address}"[:400]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"address:{ip.ipv4_mapped}"
+        return f"address:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"address:{ip}"
 
 
 async def attempt(
