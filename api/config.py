@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     audit_refusal_rows_per_minute: int = Field(default=100, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     http_header_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    http_body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
     http_keep_alive_seconds: int = Field(default=5, ge=1, le=600)
     http_limit_concurrency: int = Field(default=200, ge=2, le=100_000)
     # Proxies whose X-Forwarded-Proto/-For are believed (uvicorn's setting): comma-separated

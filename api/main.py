@@ -36,6 +36,7 @@ _KINDS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     409: "Conflict",
     413: "TooLarge",
     422: "Unprocessable",
@@ -89,7 +90,9 @@ def create_app(
     )
     app.state.clock = clock
     # Added last = outermost: the headers also go on the 413s of the length check.
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, timeout=settings.http_body_timeout_seconds
+    )
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AppError)

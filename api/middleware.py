@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -40,17 +41,29 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, too_large(limit))
 
 
+class BodyTooSlow(HTTPException):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408,
+            f"the request body did not arrive within {timeout:.0f} seconds "
+            "(HTTP_BODY_TIMEOUT_SECONDS): send it at once",
+        )
+
+
 class BodyLimit:
     """Refuses a body over `limit` bytes with 413: a declared Content-Length before the app
     runs (no auth, no routing, nothing read), a chunked body as it streams in (receive() raises
-    once past the limit), so no more than `limit` bytes of a body are ever read.
+    once past the limit), so no more than `limit` bytes of a body are ever read. A body still
+    incomplete `timeout` seconds after the request began is refused with 408 (a client
+    trickling its body would otherwise hold the request forever).
 
     Not FastAPI(max_body_size=...): it answers text/plain when the route does not read the
     body, and this API's errors are JSON."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,10 +90,24 @@ class BodyLimit:
                     await _send_json(send, 413, "TooLarge", too_large(limit))
                 return
         received = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; later calls wait for a disconnect, untimed
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                log.warning(
+                    "refused %s %s: body not complete after %.0f s",
+                    scope["method"],
+                    scope["path"],
+                    self.timeout,
+                )
+                raise BodyTooSlow(self.timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -88,6 +115,7 @@ class BodyLimit:
                         "refused %s %s: body over %d bytes", scope["method"], scope["path"], limit
                     )
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited, send)

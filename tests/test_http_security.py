@@ -524,6 +524,28 @@ async def test_a_large_chunked_body_is_refused_without_reading_it(app: App) -> N
         assert small.status_code == 401
 
 
+async def test_a_body_that_never_completes_is_refused(app: App) -> None:
+    stalled = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"email": "a@b.test", '
+        await stalled.wait()  # the client stops sending, never to resume
+        yield b'"password": "x"}'
+
+    async with running(app, http_body_timeout_seconds=1) as server, server.client() as client:
+        # (Without the timeout the request would wait forever: bounded here to fail instead.)
+        response = await asyncio.wait_for(
+            client.post(
+                "/auth/login", content=body(), headers={"Content-Type": "application/json"}
+            ),
+            timeout=60,
+        )
+        detail = _assert_error(response, 408, "RequestTimeout")["detail"]
+        assert "HTTP_BODY_TIMEOUT_SECONDS" in detail
+        assert not stalled.is_set()
+        assert (await client.get("/health")).status_code == 200
+
+
 async def test_a_declared_large_body_is_refused_before_the_app_runs(app: App) -> None:
     async with running(app, max_body_bytes=4096) as server, server.client() as client:
         for method, path in (("POST", "/auth/login"), ("GET", "/health"), ("POST", "/backups")):
