@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import service as audit
@@ -206,10 +205,8 @@ async def get_backup_deleter(
     whatever DESTRUCTIVE_ROLES says."""
     if principal.role == "OWNER":
         return principal
-    kind = (
-        await session.execute(select(SystemBackup.type).where(SystemBackup.id == backup_id))
-    ).scalar_one_or_none()
-    if kind == "pre_restore":
+    backup = await session.get(SystemBackup, backup_id)
+    if backup is not None and backup.type == "pre_restore":
         raise await _refuse(
             services,
             request,

@@ -71,6 +71,7 @@ async def record_counted(
             .select_from(AuditLog)
             .where(
                 AuditLog.action == action,
+                AuditLog.outcome == outcome,
                 AuditLog.at >= window,
                 AuditLog.at < window + timedelta(minutes=1),
             )
