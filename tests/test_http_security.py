@@ -589,8 +589,10 @@ async def test_security_headers_on_the_page_the_api_and_errors(app: App, tmp_pat
             assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
 
 
-def test_the_built_page_needs_no_inline_script() -> None:
-    """The CSP forbids inline scripts: the page's index.html must load only module files."""
+def test_the_page_has_no_inline_script_or_style() -> None:
+    """The CSP forbids inline scripts and styles: web/index.html (which Vite turns into
+    web/dist/index.html, adding only a module script and a stylesheet from /app/assets) must
+    load its code from files."""
     index = Path(__file__).resolve().parent.parent / "web" / "index.html"
     html = index.read_text()
     scripts = [part.split(">", 1) for part in html.split("<script")[1:]]
@@ -682,25 +684,6 @@ def test_real_server_header_deadline_body_limit_and_proxy_cookie(
         )
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b'"error":"TooLarge"' in answer.replace(b" ", b""), answer
-        # A chunked body past the limit is cut off too.
-        chunk = b"x" * 65536
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(
-                b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n"
-            )
-            answer = b""
-            try:
-                for _ in range(64):  # 4 MiB, if the server kept reading
-                    sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-            except OSError:
-                pass
-            while part := sock.recv(65536):
-                answer += part
-                if answer.rstrip().endswith(b"}"):
-                    break
-            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-
         # Behind a TLS proxy on 127.0.0.1 (trusted by default), the cookie is Secure.
         proxied = httpx.post(
             f"{base}/auth/login",
