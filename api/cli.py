@@ -432,9 +432,11 @@ def serve(host: str, port: int) -> None:
     """Serve the API. With no DATABASE_URL, start the embedded demo (PostgreSQL under .data/)."""
     import uvicorn
 
+    from api import serving
     from api.main import create_app
 
     settings = get_settings()
+    settings.check_serving()
     cluster = None
     if settings.database_url is None:
         from api import embedded_demo
@@ -444,9 +446,11 @@ def serve(host: str, port: int) -> None:
         settings = get_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
     try:
-        # access_log off: uvicorn would log query strings (signed download links); the app
-        # logs method, path and status itself.
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        app = create_app(settings)
+        server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))
+        server.run()
+        if not server.started:
+            _fail(f"the server did not start on {host}:{port}: the log above says why", 3)
     finally:
         if cluster is not None:
             cluster.stop()

@@ -47,6 +47,26 @@ class Settings(BaseSettings):
     pg_bin_dir: Path | None = None
     log_level: str = "INFO"
     nexus_jwt_secret: SecretStr | None = None
+    nexus_jwt_issuer: str | None = None
+    nexus_jwt_audience: str | None = None
+    jwt_max_lifetime_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # Roles that may restore and delete backups (OWNER always may), e.g.
+    # DESTRUCTIVE_ROLES=OWNER,GCMC_MANAGER,KAJ_MANAGER. Safety (pre_restore) backups stay
+    # OWNER-only to delete.
+    destructive_roles: str = "OWNER"
+    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_address: int = Field(default=20, ge=1, le=100_000)
+    login_throttle_seconds: int = Field(default=900, ge=1, le=24 * 3600)
+    # Distinct refusal rows per audit action and minute; more are counted in one summary row.
+    audit_refusal_rows_per_minute: int = Field(default=100, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    http_header_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    http_body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=600)
+    http_limit_concurrency: int = Field(default=200, ge=2, le=100_000)
+    # Proxies whose X-Forwarded-Proto/-For are believed (uvicorn's setting): comma-separated
+    # addresses or networks, or "*".
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     session_hours: int = Field(default=12, ge=1, le=24 * 30)
     download_link_seconds: int = Field(default=300, ge=10, le=24 * 3600)
     cookie_secure: bool | None = None
@@ -68,6 +88,38 @@ class Settings(BaseSettings):
         name = getattr(info, "field_name", "DATABASE_URL").upper()
         _check_postgres_url(name, value.get_secret_value())
         return value
+
+    @field_validator("destructive_roles")
+    @classmethod
+    def _destructive_roles(cls, value: str) -> str:
+        from api.auth.models import ADMIN_ROLES
+
+        roles = [role.strip() for role in value.split(",") if role.strip()]
+        unknown = [role for role in roles if role not in ADMIN_ROLES]
+        if unknown:
+            raise ValueError(
+                f"DESTRUCTIVE_ROLES may only name {', '.join(ADMIN_ROLES)} (exact, comma-"
+                f"separated); got {', '.join(unknown)}"
+            )
+        return ",".join(dict.fromkeys(["OWNER", *roles]))
+
+    @property
+    def destructive_role_set(self) -> frozenset[str]:
+        return frozenset(self.destructive_roles.split(","))
+
+    @field_validator("nexus_jwt_issuer", "nexus_jwt_audience")
+    @classmethod
+    def _blank_claim_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
+    def check_serving(self) -> None:
+        """What the HTTP service refuses to start with (the CLI's other commands do not care)."""
+        secret = self.nexus_jwt_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ConfigError(
+                "NEXUS_JWT_SECRET must be at least 32 bytes: generate one with "
+                "`openssl rand -hex 32`"
+            )
 
     @field_validator("backup_s3_endpoint", "backup_s3_bucket")
     @classmethod

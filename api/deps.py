@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.audit import service as audit
 from api.auth import service as auth
 from api.auth.models import ADMIN_ROLES
+from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import Forbidden, Unauthorized
 from api.services import Services
@@ -43,19 +45,41 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def request_time(request: Request) -> datetime:
+    """Now, from the app's clock (create_app(clock=...); tests pass the time in)."""
+    clock: Callable[[], datetime] = getattr(request.app.state, "clock", lambda: datetime.now(UTC))
+    return clock()
+
+
+async def record_refusal(
+    services: Services,
+    request: Request,
+    actor: str,
+    reason: str,
+    *,
+    action: str = "auth.refused",
+    outcome: str = "refused",
+) -> None:
+    """Audit a refusal in its own transaction, counted per caller, reason and minute (a flood
+    of anonymous requests does not add a row each)."""
+    async with transaction(services.sessions) as session:
+        await audit.record_counted(
+            session,
+            actor,
+            action,
+            f"{request.method} {request.url.path}"[:500],
+            outcome,
+            reason,
+            client_address(request),
+            at=request_time(request),
+            rows_per_minute=services.settings.audit_refusal_rows_per_minute,
+        )
+
+
 async def _refuse(
     services: Services, request: Request, actor: str, reason: str, error: Exception
 ) -> Exception:
-    async with transaction(services.sessions) as session:
-        await audit.record(
-            session,
-            actor,
-            "auth.refused",
-            f"{request.method} {request.url.path}",
-            "refused",
-            {"reason": reason},
-            client_address(request),
-        )
+    await record_refusal(services, request, actor, reason)
     return error
 
 
@@ -73,8 +97,15 @@ async def get_principal(
             if value.startswith(auth.TOKEN_PREFIX):
                 principal = await auth.token_principal(session, value)
             else:
-                secret = services.settings.nexus_jwt_secret
-                principal = auth.jwt_principal(secret.get_secret_value() if secret else None, value)
+                settings = services.settings
+                secret = settings.nexus_jwt_secret
+                principal = auth.jwt_principal(
+                    secret.get_secret_value() if secret else None,
+                    value,
+                    max_lifetime=settings.jwt_max_lifetime_seconds,
+                    issuer=settings.nexus_jwt_issuer,
+                    audience=settings.nexus_jwt_audience,
+                )
         if principal is None:
             raise await _refuse(
                 services,
@@ -136,3 +167,57 @@ async def get_admin(
 
 
 AdminDep = Annotated[auth.Principal, Depends(get_admin)]
+
+
+async def get_destroyer(
+    request: Request,
+    services: ServicesDep,
+    principal: AdminDep,
+) -> auth.Principal:
+    """Restore and delete destroy data: OWNER only, unless DESTRUCTIVE_ROLES widens them."""
+    allowed = services.settings.destructive_role_set
+    if principal.role not in allowed:
+        raise await _refuse(
+            services,
+            request,
+            principal.actor,
+            f"role {principal.role} may not restore or delete",
+            Forbidden(
+                f"role {principal.role} may not restore or delete backups; it needs "
+                + ", ".join(sorted(allowed))
+                + " (the setting DESTRUCTIVE_ROLES widens this)"
+            ),
+        )
+    return principal
+
+
+DestroyerDep = Annotated[auth.Principal, Depends(get_destroyer)]
+
+
+async def get_backup_deleter(
+    backup_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    principal: DestroyerDep,
+) -> auth.Principal:
+    """Deleting a safety (pre_restore) backup, the way back from a restore, needs OWNER
+    whatever DESTRUCTIVE_ROLES says."""
+    if principal.role == "OWNER":
+        return principal
+    backup = await session.get(SystemBackup, backup_id)
+    if backup is not None and backup.type == "pre_restore":
+        raise await _refuse(
+            services,
+            request,
+            principal.actor,
+            f"role {principal.role} may not delete a pre_restore backup",
+            Forbidden(
+                f"role {principal.role} may not delete a pre_restore (safety) backup: "
+                "only OWNER may"
+            ),
+        )
+    return principal
+
+
+BackupDeleterDep = Annotated[auth.Principal, Depends(get_backup_deleter)]

@@ -91,3 +91,14 @@ class UnsafePath(Forbidden):
     def __init__(self, detail: str, path: str | None = None) -> None:
         super().__init__(detail)
         self.path = path
+
+
+class TooManyRequests(AppError):
+    """Too many attempts (failed logins): wait `retry_after` seconds; sent as Retry-After."""
+
+    status_code = 429
+    kind = "TooManyRequests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)

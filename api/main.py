@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -19,8 +20,9 @@ from api.audit.router import router as audit_router
 from api.auth.router import router as auth_router
 from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
-from api.errors import AppError
+from api.errors import AppError, TooManyRequests
 from api.jobs import Jobs
+from api.middleware import BodyLimit, SecurityHeaders, too_large
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
 from api.schedules.router import router as schedules_router
@@ -34,6 +36,7 @@ _KINDS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     409: "Conflict",
     413: "TooLarge",
     422: "Unprocessable",
@@ -44,10 +47,23 @@ def _error(status: int, kind: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
-def create_app(settings: Settings | None = None, web_dist: Path | None = None) -> FastAPI:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings | None = None,
+    web_dist: Path | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> FastAPI:
+    """The app; refuses (ConfigError) settings it must not serve with. `clock` is what login
+    throttling and refusal counting take as now (tests pass the time in)."""
+    settings = settings or get_settings()
+    settings.check_serving()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(settings or get_settings())
+        services = await open_services(settings)
         await recovery.recover(services)
         app.state.services = services
         app.state.jobs = Jobs(services)
@@ -72,12 +88,20 @@ def create_app(settings: Settings | None = None, web_dist: Path | None = None) -
             '`{"error": "<Kind>", "detail": "<what and how to fix>"}`.'
         ),
     )
+    app.state.clock = clock
+    # Added last = outermost: the headers also go on the 413s of the length check.
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, timeout=settings.http_body_timeout_seconds
+    )
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, error: AppError) -> JSONResponse:
         response = _error(error.status_code, error.kind, error.detail)
         if error.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(error, TooManyRequests):
+            response.headers["Retry-After"] = str(error.retry_after)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -93,6 +117,8 @@ def create_app(settings: Settings | None = None, web_dist: Path | None = None) -
         detail = error.detail if isinstance(error.detail, str) else "request refused"
         if error.status_code == 404:
             detail = f"no route {request.method} {request.url.path}: see /docs"
+        if error.status_code == 413:
+            detail = too_large(settings.max_body_bytes)
         return _error(error.status_code, _KINDS.get(error.status_code, "Error"), detail)
 
     @app.exception_handler(Exception)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.models import AuditLog
@@ -21,10 +22,12 @@ async def record(
     outcome: str,
     detail: dict[str, Any] | None = None,
     client_address: str | None = None,
+    *,
+    at: datetime | None = None,
 ) -> None:
     session.add(
         AuditLog(
-            at=datetime.now(UTC),
+            at=at or datetime.now(UTC),
             actor=actor,
             action=action,
             target=target,
@@ -34,3 +37,109 @@ async def record(
         )
     )
     log.info("audit %s %s %s by %s", action, target or "-", outcome, actor)
+
+
+# pg_advisory_xact_lock(class, hashtext(key)): one writer per aggregated row at a time.
+_REFUSAL_LOCK = 0x6E6578_02
+OVERFLOW_ACTOR = "*"
+
+
+async def record_counted(
+    session: AsyncSession,
+    actor: str,
+    action: str,
+    target: str | None,
+    outcome: str,
+    reason: str,
+    client_address: str | None,
+    *,
+    at: datetime,
+    rows_per_minute: int,
+) -> None:
+    """A refusal (or failed login) counted, not appended: one row per (action, outcome,
+    actor, client address, reason) and minute, whose detail.count says how many; past
+    `rows_per_minute` distinct rows in a minute, the rest are counted in one summary row. So a
+    flood of anonymous requests adds at most rows_per_minute + 1 rows a minute, and the first
+    refusal of each kind is still recorded with its target."""
+    window = at.replace(second=0, microsecond=0)
+    if await _count_into(session, actor, action, outcome, reason, client_address, window, at):
+        log.info("audit %s %s %s by %s (counted)", action, target or "-", outcome, actor)
+        return
+    rows = (
+        await session.execute(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.action == action,
+                AuditLog.outcome == outcome,
+                AuditLog.at >= window,
+                AuditLog.at < window + timedelta(minutes=1),
+            )
+        )
+    ).scalar_one()
+    if rows < rows_per_minute:
+        await record(
+            session,
+            actor,
+            action,
+            target,
+            outcome,
+            {"reason": reason, "count": 1},
+            client_address,
+            at=at,
+        )
+        return
+    summary = f"more than {rows_per_minute} distinct {action} rows this minute"
+    if not await _count_into(session, OVERFLOW_ACTOR, action, outcome, summary, None, window, at):
+        await record(
+            session, OVERFLOW_ACTOR, action, None, outcome, {"reason": summary, "count": 1}, at=at
+        )
+
+
+async def _count_into(
+    session: AsyncSession,
+    actor: str,
+    action: str,
+    outcome: str,
+    reason: str,
+    client_address: str | None,
+    window: datetime,
+    at: datetime,
+) -> bool:
+    """Add one to this minute's row for the key, if there is one (under a lock per key, so
+    concurrent processes do not both insert it)."""
+    key = "|".join((action, outcome, actor, client_address or "-", reason, window.isoformat()))
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:lock, hashtext(:key))"),
+        {"lock": _REFUSAL_LOCK, "key": key},
+    )
+    address = (
+        AuditLog.client_address.is_(None)
+        if client_address is None
+        else AuditLog.client_address == client_address
+    )
+    row = (
+        await session.execute(
+            select(AuditLog)
+            .where(
+                AuditLog.action == action,
+                AuditLog.at >= window,
+                AuditLog.at < window + timedelta(minutes=1),
+                AuditLog.outcome == outcome,
+                AuditLog.actor == actor,
+                address,
+                AuditLog.detail["reason"].astext == reason,
+            )
+            .order_by(AuditLog.id)
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    detail = dict(row.detail or {})
+    count = detail.get("count")
+    detail["count"] = (count if isinstance(count, int) else 1) + 1
+    detail["lastAt"] = at.isoformat()
+    row.detail = detail
+    return True

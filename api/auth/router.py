@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request, Response
 
 from api.audit import service as audit
-from api.auth import service
-from api.auth.models import ADMIN_ROLES
+from api.auth import service, throttle
+from api.auth.models import ADMIN_ROLES, AppUser
 from api.auth.schemas import LoginIn, MeOut
 from api.db import transaction
 from api.deps import (
@@ -15,15 +17,20 @@ from api.deps import (
     ServicesDep,
     SessionDep,
     client_address,
+    record_refusal,
+    request_time,
 )
-from api.errors import Forbidden, Unauthorized
+from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.schemas import errors
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post(
-    "/login", operation_id="auth_login", response_model=MeOut, responses=errors(401, 403, 422)
+    "/login",
+    operation_id="auth_login",
+    response_model=MeOut,
+    responses=errors(401, 403, 413, 422, 429),
 )
 async def login(
     body: LoginIn,
@@ -32,23 +39,39 @@ async def login(
     session: SessionDep,
     services: ServicesDep,
 ) -> MeOut:
-    """Check email and password; set an HttpOnly, SameSite=Strict session cookie."""
+    """Check email and password; set an HttpOnly, SameSite=Strict session cookie. Too many
+    failed logins for an account or from an address: 429 with Retry-After (seconds)."""
     client = client_address(request)
-    user = await service.authenticate_password(session, body.email, body.password)
+    email = body.email.strip().lower()[:320]
+    settings = services.settings
+    limits = throttle.Limits(
+        per_account=settings.login_max_failures_per_account,
+        per_address=settings.login_max_failures_per_address,
+        window=timedelta(seconds=settings.login_throttle_seconds),
+    )
+    async with transaction(services.sessions) as own:
+        refusal = await throttle.attempt(own, email, client, request_time(request), limits)
+    if refusal is not None:
+        await record_refusal(services, request, email[:200], refusal.reason, action="auth.login")
+        raise TooManyRequests(
+            f"{refusal.reason}: try again in {refusal.retry_after} seconds",
+            refusal.retry_after,
+        )
+    user_id = await service.authenticate_password(services.sessions, email, body.password)
+    user = await session.get(AppUser, user_id) if user_id else None
     if user is None or user.role not in ADMIN_ROLES:
-        async with transaction(services.sessions) as own:
-            await audit.record(
-                own,
-                body.email.strip().lower()[:200],
-                "auth.login",
-                None,
-                "failed",
-                {"reason": "wrong credentials" if user is None else f"role {user.role}"},
-                client,
-            )
+        await record_refusal(
+            services,
+            request,
+            email[:200],
+            "wrong credentials" if user is None else f"role {user.role}",
+            action="auth.login",
+            outcome="failed",
+        )
         if user is None:
             raise Unauthorized("wrong email or password")
         raise Forbidden(f"role {user.role} may not use the backup service")
+    await throttle.succeeded(session, email, client)
     cookie, record = await service.open_session(
         session, user, services.settings.session_hours, client
     )

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth.models import ADMIN_ROLES, ApiToken, AppUser, AuthSession, CatalogSecret
 from api.errors import BadRequest, Conflict, NotFound
 
+P = ParamSpec("P")
+T = TypeVar("T")
 TOKEN_PREFIX = "nxb_"
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 ROLE = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
@@ -51,9 +58,9 @@ def digest(secret: str) -> str:
 
 
 def check_role(role: str) -> str:
-    role = role.strip().upper()
+    """Role names are exact: `owner` is not OWNER (roles are compared as written)."""
     if not ROLE.fullmatch(role):
-        raise BadRequest(f"invalid role {role!r}: use an upper-case name such as OWNER")
+        raise BadRequest(f"invalid role {role!r}: role names are exact and upper-case, e.g. OWNER")
     return role
 
 
@@ -72,11 +79,14 @@ async def create_user(session: AsyncSession, email: str, role: str, password: st
     exists = await session.execute(select(AppUser.id).where(AppUser.email == email))
     if exists.first() is not None:
         raise Conflict(f"a user with email {email} already exists")
+    role = check_role(role)
+    # Argon2 takes tens of milliseconds of CPU: never on the event loop.
+    password_hash = await _argon2(_hasher.hash, check_password(password))
     user = AppUser(
         id=secrets.token_hex(16),
         email=email,
-        password_hash=_hasher.hash(check_password(password)),
-        role=check_role(role),
+        password_hash=password_hash,
+        role=role,
         is_active=True,
         created_at=now(),
     )
@@ -84,19 +94,46 @@ async def create_user(session: AsyncSession, email: str, role: str, password: st
     return user
 
 
-async def authenticate_password(session: AsyncSession, email: str, password: str) -> AppUser | None:
-    user = (
-        await session.execute(select(AppUser).where(AppUser.email == email.strip().lower()))
-    ).scalar_one_or_none()
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
+async def authenticate_password(
+    sessions: async_sessionmaker[AsyncSession], email: str, password: str
+) -> str | None:
+    """The id of the active user with this email and password, else None. The user is read in
+    a short transaction of its own and Argon2 runs after it, in the Argon2 threads: a login
+    holds no catalog connection while it waits for or runs Argon2. An outdated hash is
+    upgraded (another short transaction)."""
+    async with sessions() as session:
+        user = (
+            await session.execute(select(AppUser).where(AppUser.email == email.strip().lower()))
+        ).scalar_one_or_none()
+    if not await _argon2(_verify, user.password_hash if user else _DUMMY_HASH, password):
         return None
     if user is None or not user.is_active:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    return user
+        upgraded = await _argon2(_hasher.hash, password)
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(AppUser).where(AppUser.id == user.id).values(password_hash=upgraded)
+            )
+    return user.id
+
+
+# Argon2 takes ~50 ms of CPU and 64 MiB of memory per run: at most two at a time, on threads
+# of their own (argon2-cffi releases the GIL), never on the event loop, and never taking the
+# threads that backups and restores use.
+_ARGON2_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+
+
+async def _argon2(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_ARGON2_THREADS, partial(function, *args, **kwargs))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 async def open_session(
@@ -184,21 +221,49 @@ async def token_principal(session: AsyncSession, secret: str) -> Principal | Non
     return Principal(actor=f"token:{token.name}", role=token.role, kind="token")
 
 
-def jwt_principal(secret: str | None, bearer: str) -> Principal | None:
-    """A GK-Nexus-issued JWT (HS256, role in the `role` claim), when NEXUS_JWT_SECRET is set."""
+def jwt_principal(
+    secret: str | None,
+    bearer: str,
+    *,
+    max_lifetime: int = 24 * 3600,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> Principal | None:
+    """A GK-Nexus-issued JWT, when NEXUS_JWT_SECRET is set: HS256 only; `exp` required and at
+    most `max_lifetime` seconds after `iat` (or after now, without `iat`); `iss` and `aud`
+    required and checked when configured; the `role` claim compared exactly."""
     if not secret:
         return None
+    required = ["exp", "role"]
+    if issuer:
+        required.append("iss")
+    if audience:
+        required.append("aud")
     try:
         claims = jwt.decode(
-            bearer, secret, algorithms=["HS256"], options={"require": ["exp", "role"]}
+            bearer,
+            secret,
+            algorithms=["HS256"],
+            issuer=issuer,
+            audience=audience,
+            options={"require": required},
         )
     except jwt.PyJWTError:
+        return None
+    expires, issued = claims.get("exp"), claims.get("iat", None)
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
+    if expires - now().timestamp() > max_lifetime:
+        return None
+    if issued is not None and (
+        not isinstance(issued, int | float) or expires - issued > max_lifetime
+    ):
         return None
     role = claims.get("role")
     if not isinstance(role, str):
         return None
     who = claims.get("email") or claims.get("sub") or "unknown"
-    return Principal(actor=f"jwt:{who}", role=role.upper(), kind="jwt")
+    return Principal(actor=f"jwt:{str(who)[:150]}", role=role, kind="jwt")
 
 
 async def list_tokens(session: AsyncSession) -> list[ApiToken]:

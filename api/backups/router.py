@@ -28,7 +28,14 @@ from api.backups.schemas import (
     RestoreRequestIn,
     VerifyOut,
 )
-from api.deps import AdminDep, ServicesDep, SessionDep, client_address
+from api.deps import (
+    AdminDep,
+    BackupDeleterDep,
+    DestroyerDep,
+    ServicesDep,
+    SessionDep,
+    client_address,
+)
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UnsafePath
 from api.restores import runner as restores
 from api.restores import service as restore_service
@@ -143,7 +150,7 @@ async def delete_backup(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
-    principal: AdminDep,
+    principal: BackupDeleterDep,
 ) -> BackupOut:
     """Delete the archive and its sidecar, here and in the cloud, and mark the record deleted;
     409 while it runs; 503 (nothing deleted) when the cloud copy cannot be deleted."""
@@ -335,7 +342,7 @@ async def restore_backup(
     body: RestoreRequestIn,
     request: Request,
     session: SessionDep,
-    principal: AdminDep,
+    principal: DestroyerDep,
 ) -> RestoreOut:
     """Restore this backup (database and uploads). The backup's name must be typed back in
     `confirm`. A pre_restore safety backup is taken first; follow it on GET /restores/{id}."""

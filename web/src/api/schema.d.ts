@@ -35,7 +35,8 @@ export interface paths {
         put?: never;
         /**
          * Login
-         * @description Check email and password; set an HttpOnly, SameSite=Strict session cookie.
+         * @description Check email and password; set an HttpOnly, SameSite=Strict session cookie. Too many
+         *     failed logins for an account or from an address: 429 with Retry-After (seconds).
          */
         post: operations["auth_login"];
         delete?: never;
@@ -940,8 +941,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description Error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
             /** @description Invalid input */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
