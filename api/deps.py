@@ -169,25 +169,33 @@ async def get_admin(
 AdminDep = Annotated[auth.Principal, Depends(get_admin)]
 
 
-async def get_destroyer(
-    request: Request,
-    services: ServicesDep,
-    principal: AdminDep,
-) -> auth.Principal:
-    """Restore and delete destroy data: OWNER only, unless DESTRUCTIVE_ROLES widens them."""
+async def require_destroyer(
+    services: Services, request: Request, principal: auth.Principal, doing: str
+) -> None:
+    """Refuse (403, audited) a caller whose role may not destroy backups: OWNER only, unless
+    DESTRUCTIVE_ROLES widens it. `doing` says what was asked, e.g. "restore or delete"."""
     allowed = services.settings.destructive_role_set
     if principal.role not in allowed:
         raise await _refuse(
             services,
             request,
             principal.actor,
-            f"role {principal.role} may not restore or delete",
+            f"role {principal.role} may not {doing}",
             Forbidden(
-                f"role {principal.role} may not restore or delete backups; it needs "
+                f"role {principal.role} may not {doing}; it needs "
                 + ", ".join(sorted(allowed))
                 + " (the setting DESTRUCTIVE_ROLES widens this)"
             ),
         )
+
+
+async def get_destroyer(
+    request: Request,
+    services: ServicesDep,
+    principal: AdminDep,
+) -> auth.Principal:
+    """Restore and delete destroy data: OWNER only, unless DESTRUCTIVE_ROLES widens them."""
+    await require_destroyer(services, request, principal, "restore or delete backups")
     return principal
 
 

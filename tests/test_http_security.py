@@ -31,7 +31,7 @@ from api.config import Settings
 from api.db import transaction
 from api.errors import BadRequest, ConfigError
 from api.main import create_app
-from tests.conftest import App, serve
+from tests.conftest import Api, App, serve
 from tests.test_api_security import (
     JWT_SECRET,
     PASSWORD,
@@ -726,3 +726,22 @@ def test_forwarded_headers_from_an_untrusted_address_are_ignored(
         "AND outcome = 'completed'"
     ).split()
     assert logins == ["127.0.0.1"], logins
+
+
+async def test_only_roles_that_may_delete_set_a_schedules_retention(api: Api) -> None:
+    manager = await api.headers("GCMC_MANAGER")
+    body = {"name": "hourly", "cronExpression": "0 * * * *", "retentionDays": 1}
+    refused = await api.client.post("/schedules", headers=manager, json=body)
+    assert refused.status_code == 403, refused.text
+    assert "retention" in refused.json()["detail"]
+    assert (await api.client.get("/schedules", headers=manager)).json() == []
+    kept = await api.client.post(
+        "/schedules", headers=manager, json={**body, "retentionDays": None}
+    )
+    assert kept.status_code == 201, kept.text
+    url = f"/schedules/{kept.json()['id']}"
+    lowered = await api.client.patch(url, headers=manager, json={"retentionDays": 1})
+    assert lowered.status_code == 403, lowered.text
+    owner = await api.client.patch(url, headers=await api.headers(), json={"retentionDays": 1})
+    assert owner.status_code == 200, owner.text
+    assert owner.json()["retentionDays"] == 1

@@ -25,7 +25,7 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 
 from api import cloud, paths
-from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX
+from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX, safe_mode
 from api.archive.reader import Staging, VerifiedArchive, read_archive
 from api.archive.writer import read_sidecar
 from api.audit import service as audit
@@ -487,7 +487,7 @@ async def _plan(url: str, uploads_dir: Path, verified: VerifiedArchive) -> Resto
     for rel in sorted(set(wanted) & set(present)):
         member = wanted[rel]
         size, mode = present[rel]
-        if size != member.size or mode != member.mode & 0o7777:
+        if size != member.size or mode != safe_mode(member.mode):
             plan.files_changed.append(rel)
             continue
         digest = await asyncio.to_thread(_sha256_of, uploads_dir / os.fsdecode(os.fsencode(rel)))

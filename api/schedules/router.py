@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from api.audit import service as audit
-from api.deps import AdminDep, SessionDep, client_address
+from api.deps import AdminDep, ServicesDep, SessionDep, client_address, require_destroyer
 from api.schedules import cron, service
 from api.schedules.models import BackupSchedule
 from api.schedules.schemas import ScheduleCreate, ScheduleOut, SchedulePreview, ScheduleUpdate
 from api.schemas import errors
+
+RETENTION = "set a schedule's retention (it deletes backups)"
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
@@ -63,9 +65,16 @@ async def preview(
     responses=errors(401, 403, 422),
 )
 async def create_schedule(
-    body: ScheduleCreate, request: Request, session: SessionDep, principal: AdminDep
+    body: ScheduleCreate,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: AdminDep,
 ) -> ScheduleOut:
-    """Create a schedule; an invalid cron expression or timezone answers 422 with the reason."""
+    """Create a schedule; an invalid cron expression or timezone answers 422 with the reason.
+    Retention deletes backups, so setting retentionDays needs a role that may delete."""
+    if body.retention_days is not None:
+        await require_destroyer(services, request, principal, RETENTION)
     schedule = await service.create(session, body)
     await audit.record(
         session,
@@ -90,9 +99,13 @@ async def update_schedule(
     body: ScheduleUpdate,
     request: Request,
     session: SessionDep,
+    services: ServicesDep,
     principal: AdminDep,
 ) -> ScheduleOut:
-    """Change a schedule; its next run is computed again from now."""
+    """Change a schedule; its next run is computed again from now. Retention deletes backups,
+    so changing retentionDays needs a role that may delete."""
+    if body.retention_days:  # 0 or none keeps every backup: no deletion to authorise
+        await require_destroyer(services, request, principal, RETENTION)
     schedule = await service.change(session, schedule_id, body)
     await audit.record(
         session,

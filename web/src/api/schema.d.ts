@@ -316,6 +316,7 @@ export interface paths {
         /**
          * Create Schedule
          * @description Create a schedule; an invalid cron expression or timezone answers 422 with the reason.
+         *     Retention deletes backups, so setting retentionDays needs a role that may delete.
          */
         post: operations["schedule_create"];
         delete?: never;
@@ -363,7 +364,8 @@ export interface paths {
         head?: never;
         /**
          * Update Schedule
-         * @description Change a schedule; its next run is computed again from now.
+         * @description Change a schedule; its next run is computed again from now. Retention deletes backups,
+         *     so changing retentionDays needs a role that may delete.
          */
         patch: operations["schedule_update"];
         trace?: never;
