@@ -45,7 +45,8 @@ REFUSED = "changes the catalog schema nexus_backup"
 
 
 def forge(good: Path, out: Path, extra_sql: str) -> Path:
-    """`good` with extra_sql appended to database.sql; manifest and sidecar made to match."""
+    """`good` with extra_sql added at the end of database.sql (before pg_dump's closing
+    `\\unrestrict` line); manifest and sidecar made to match."""
     with tarfile.open(good, "r:gz") as old:
         members = [
             (info, old.extractfile(info).read() if info.isfile() else None)  # type: ignore[union-attr]
@@ -53,7 +54,9 @@ def forge(good: Path, out: Path, extra_sql: str) -> Path:
         ]
     database = next(data for info, data in members if info.name == "database.sql")
     assert database is not None
-    database += b"\n" + extra_sql.encode() + b"\n"
+    extra = b"\n" + extra_sql.encode() + b"\n"
+    at = database.rfind(b"\\unrestrict ")  # pg_dump's closing line stays the last one
+    database = database + extra if at < 0 else database[:at] + extra + database[at:]
     digest = hashlib.sha256(database).hexdigest()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w:gz", format=tarfile.PAX_FORMAT) as new:
@@ -405,9 +408,15 @@ async def test_the_commit_marker_is_read_with_pg_catalog_functions_only(app: App
 async def test_a_dump_that_ends_the_transaction_is_reported_loudly(
     app: App, tmp_path: Path
 ) -> None:
-    # Verification refuses such dumps before a restore; the guard still notices one that got by.
+    # Verification refuses a plain COMMIT, but server-side code can change how psql reads later
+    # lines: with standard_conforming_strings switched off by a DO block, psql ends the string
+    # below early and runs the COMMIT the scanner saw inside it. The guard notices.
     sql = tmp_path / "database.sql"
-    sql.write_text("CREATE TABLE public.marker (id int);\nCOMMIT;\nBEGIN;\n")
+    sql.write_text(
+        "DO $$ BEGIN EXECUTE 'SET standard_conforming_strings = off'; END $$;\n"
+        "SELECT '\\'' ; COMMIT; --'\n;\n"
+        "CREATE TABLE public.marker (id int);\n"
+    )
     restore = DatabaseRestore(app.url, app.settings(), sql, "ends-its-transaction")
     try:
         with pytest.raises(SourceError, match="ended the restore's transaction"):
