@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.archive.sqlscan import DumpError, DumpFacts, DumpScanner
+from api.archive.sqlscan import RESET_MARK, DumpError, DumpFacts, DumpScanner
 
 KEY = b"AbC123xyz"
 HEAD = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + KEY + b"\n\n"
@@ -99,8 +99,31 @@ def test_a_pg_dump_shaped_dump_passes_counted_with_our_lines_blanked() -> None:
         .replace(b"\nBEGIN;\n", b"\n\n")
         .replace(b"\nCOMMIT;\n", b"\n\n")
     )
+    resets = [line for line in out.split(b"\n") if line.endswith(RESET_MARK)]
+    assert resets, "psql's lexing settings are set back after statements"
+    out = b"\n".join(line for line in out.split(b"\n") if not line.endswith(RESET_MARK))
     assert out == expected, "only the restrict lines and the large-object BEGIN/COMMIT go"
-    assert out.count(b"\n") == DUMP.count(b"\n"), "psql's line numbers must stay the file's"
+    assert out.count(b"\n") == DUMP.count(b"\n"), "no line of the file is lost"
+
+
+def test_psql_lexing_settings_are_set_back_on_the_line_after_each_statement() -> None:
+    sql = (
+        b"SET client_encoding = 'UTF8';\n"
+        b"DO $$ BEGIN EXECUTE 'SET standard_conforming_strings = off'; END $$; SELECT 1;\n"
+        b"SELECT '\\'' ; COMMIT; --'\n;\n"
+        b"COPY public.t (a) FROM stdin;\n1\n\\.\n"
+    )
+    out, facts = scan(sql)
+    lines = out.split(b"\n")
+    reset = b"SET standard_conforming_strings = on; SET client_encoding = 'UTF8';" + RESET_MARK
+    assert lines[1] == reset
+    assert lines[3] == reset, "once after a line, however many statements ended on it"
+    assert lines[4].startswith(b"SELECT '")
+    assert lines[5] == b";"
+    assert lines[6] == reset
+    assert lines[7].startswith(b"COPY ")
+    assert lines[8] == b"1", "nothing between COPY and its data"
+    assert facts.tables == {"public.t": 1}
 
 
 def test_a_dump_without_restrict_lines_passes_as_older_pg_dump_writes_it() -> None:

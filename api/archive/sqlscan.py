@@ -111,6 +111,9 @@ _SAFE_ENCODINGS = {
 _ALTERED = "this is not pg_dump output: the archive was altered, restore another backup"
 
 
+RESET_MARK = b" -- set back by nexus-backup"
+
+
 class DumpError(ValueError):
     """database.sql holds something a pg_dump plain dump never does; the message says where."""
 
@@ -138,6 +141,8 @@ class DumpScanner:
         self._restrict: bytes | None = None
         self._closed = False  # the trailing \unrestrict was seen
         self._statements = 0
+        self._reset_due = False  # a statement ended: set psql's lexing back at its line end
+        self._encoding: bytes | None = None  # the client_encoding the dump set, as written
         self.tables: dict[str, int] = {}
         self._reset_statement()
 
@@ -331,6 +336,12 @@ class DumpScanner:
             kind = match.lastgroup
             token_at, pos = pos, match.end()
             if kind == "space" or kind == "comment":
+                if self._reset_due and kind == "space" and not self._in_statement:
+                    newline = buf.find(b"\n", token_at, pos)
+                    if newline >= 0 and self._state == _NORMAL and not self._lo:
+                        out.append(bytes(buf[emitted : newline + 1]) + self._reset_line())
+                        emitted = newline + 1
+                        self._reset_due = False
                 continue
             if self._closed:
                 raise self._fail(token_at, "SQL after the closing \\unrestrict line; " + _ALTERED)
@@ -553,7 +564,22 @@ class DumpScanner:
             self._check_set(tokens, at)
         self._statements += 1
         self._reset_statement()
+        self._reset_due = copy_end is None
         return copy_end
+
+    def _reset_line(self) -> bytes:
+        """What follows the line that ends a statement: the settings psql lexes by, set back.
+
+        Server-side code (a DO block) can switch standard_conforming_strings off or change the
+        client encoding; psql would then read the next lines differently from this scanner (a
+        COMMIT this scanner saw inside a string could run). psql takes both settings at the
+        start of each line, so setting them back on a line of their own after every statement
+        keeps its reading and ours the same.
+        """
+        line = b"SET standard_conforming_strings = on;"
+        if self._encoding is not None:
+            line += b" SET client_encoding = " + self._encoding + b";"
+        return line + RESET_MARK + b"\n"
 
     def _copy_header(self, buf: bytearray, at: int) -> int:
         start = self._stmt_at
@@ -604,6 +630,7 @@ class DumpScanner:
                     f"client_encoding {text!r} can hide quotes and backslashes inside "
                     "multibyte characters; back up with a UTF8 client encoding",
                 )
+            self._encoding = b"'" + re.sub(rb"[^A-Za-z0-9_-]", b"", value[0]) + b"'"
 
 
 def _setting_name(token: bytes) -> bytes:
