@@ -381,6 +381,11 @@ async def _psql_for_loading(url: str, settings: Settings) -> str:
     return psql
 
 
+# psql as the loaders run it: no psqlrc, quiet, stop at the first error, query output discarded.
+PSQL_LOAD_ARGS: tuple[str, ...] = ("-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1")
+PSQL_LOAD_ARGS += ("-v", "VERBOSITY=terse", "-o", os.devnull)
+
+
 class DumpFeed:
     """database.sql as psql gets it: through a FIFO it reads with `\\i`, checked and filtered by
     DumpScanner on the way, behind our own `\\restrict` with a random key.
@@ -719,15 +724,7 @@ class DatabaseRestore:
         self._feed = DumpFeed(self._sql_path)
         self._process = await asyncio.create_subprocess_exec(
             psql,
-            "-X",
-            "-q",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "VERBOSITY=terse",
-            "-o",
-            os.devnull,
+            *PSQL_LOAD_ARGS,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -826,15 +823,7 @@ async def load_sql(url: str, settings: Settings, sql_path: Path) -> None:
     try:
         process = await asyncio.create_subprocess_exec(
             psql,
-            "-X",
-            "-q",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "VERBOSITY=terse",
-            "-o",
-            os.devnull,
+            *PSQL_LOAD_ARGS,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
