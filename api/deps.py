@@ -105,6 +105,7 @@ async def get_principal(
                     max_lifetime=settings.jwt_max_lifetime_seconds,
                     issuer=settings.nexus_jwt_issuer,
                     audience=settings.nexus_jwt_audience,
+                    at=request_time(request),
                 )
         if principal is None:
             raise await _refuse(

@@ -164,7 +164,7 @@ async def test_delete_of_a_forged_path_is_refused_and_the_outside_file_survives(
 
 
 async def test_retention_skips_a_forged_path_and_keeps_the_outside_file(api: Api) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     from api.scheduler import apply_retention
 
@@ -179,11 +179,17 @@ async def test_retention_skips_a_forged_path_and_keeps_the_outside_file(api: Api
     body = await _backup(api, headers, "old-scheduled")
     newest = await _backup(api, headers, "new-scheduled")  # retention always keeps the newest
     victim = _outside(api.app)
+    old, new = "2030-01-01T02:00:00+00:00", "2030-01-20T02:00:00+00:00"
     _forge(
-        api.app, str(body["id"]), file_path=str(victim), schedule_id=schedule_id, type="scheduled"
+        api.app,
+        str(body["id"]),
+        file_path=str(victim),
+        schedule_id=schedule_id,
+        type="scheduled",
+        completed_at=old,
     )
-    _forge(api.app, str(newest["id"]), schedule_id=schedule_id, type="scheduled")
-    later = datetime.now(UTC) + timedelta(days=30)
+    _forge(api.app, str(newest["id"]), schedule_id=schedule_id, type="scheduled", completed_at=new)
+    later = datetime(2030, 1, 31, tzinfo=UTC)  # the old one is past 1 day of retention
     deleted = await apply_retention(api.services, schedule_id, 1, "schedule:nightly", later)
     assert deleted == []
     assert victim.read_bytes() == SECRET

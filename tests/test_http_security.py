@@ -37,12 +37,19 @@ from tests.test_api_security import (
     PASSWORD,
     _assert_error,
     _bearer,
-    _jwt,
     _session_cookie,
 )
+from tests.test_api_security import _jwt as _jwt_now
 
 ADMIN_ROLES = ("OWNER", "GCMC_MANAGER", "KAJ_MANAGER")
 START = datetime(2031, 5, 6, 7, 8, 0, tzinfo=UTC)  # a fixed instant on a minute boundary
+
+
+def _jwt(**claims: Any) -> str:
+    """A JWT for the servers here, whose clock stands at START: exp 5 minutes after it unless
+    the test says otherwise (exp=None leaves it out)."""
+    claims.setdefault("exp", int(START.timestamp()) + 300)
+    return _jwt_now(**claims)
 
 
 class Clock:
@@ -146,7 +153,7 @@ async def test_role_names_are_exact_in_jwts_tokens_and_catalog_rows(app: App) ->
 
 
 async def test_jwts_need_a_bounded_lifetime(app: App) -> None:
-    now = int(time.time())
+    now = int(START.timestamp())  # the servers' clock
     async with running(app, nexus_jwt_secret=JWT_SECRET) as server, server.client() as client:
         accepted = {
             "exp in 5 minutes, no iat": _jwt(),
@@ -158,6 +165,8 @@ async def test_jwts_need_a_bounded_lifetime(app: App) -> None:
             "exp in ten years": _jwt(exp=now + 10 * 365 * 86400),
             "issued ten days ago, exp in a minute": _jwt(iat=now - 10 * 86400, exp=now + 60),
             "iat in the future": _jwt(iat=now + 3600, exp=now + 3700),
+            "expired a second ago": _jwt(exp=now - 1),
+            "not valid before an hour from now": _jwt(nbf=now + 3600),
             "iat not a number": _jwt(iat="yesterday"),
             "HS384": _jwt(algorithm="HS384"),
         }

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeGuard, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -228,10 +228,13 @@ def jwt_principal(
     max_lifetime: int = 24 * 3600,
     issuer: str | None = None,
     audience: str | None = None,
+    at: datetime | None = None,
 ) -> Principal | None:
-    """A GK-Nexus-issued JWT, when NEXUS_JWT_SECRET is set: HS256 only; `exp` required and at
-    most `max_lifetime` seconds after `iat` (or after now, without `iat`); `iss` and `aud`
-    required and checked when configured; the `role` claim compared exactly."""
+    """A GK-Nexus-issued JWT, when NEXUS_JWT_SECRET is set: HS256 only; `exp` required, after
+    `at` (default now) and at most `max_lifetime` seconds after `iat` (or after `at`, without
+    `iat`); `iat` and `nbf` not after `at`; `iss` and `aud` required and checked when
+    configured; the `role` claim compared exactly. Times are checked against `at`, the
+    request's clock, not PyJWT's own."""
     if not secret:
         return None
     required = ["exp", "role"]
@@ -246,24 +249,34 @@ def jwt_principal(
             algorithms=["HS256"],
             issuer=issuer,
             audience=audience,
-            options={"require": required},
+            options={
+                "require": required,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.PyJWTError:
         return None
-    expires, issued = claims.get("exp"), claims.get("iat", None)
-    if not isinstance(expires, int | float) or isinstance(expires, bool):
-        return None
-    if expires - now().timestamp() > max_lifetime:
+    moment = (at or now()).timestamp()
+    expires, issued, not_before = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+    if not _is_time(expires) or expires <= moment or expires - moment > max_lifetime:
         return None
     if issued is not None and (
-        not isinstance(issued, int | float) or expires - issued > max_lifetime
+        not _is_time(issued) or issued > moment or expires - issued > max_lifetime
     ):
+        return None
+    if not_before is not None and (not _is_time(not_before) or not_before > moment):
         return None
     role = claims.get("role")
     if not isinstance(role, str):
         return None
     who = claims.get("email") or claims.get("sub") or "unknown"
     return Principal(actor=f"jwt:{str(who)[:150]}", role=role, kind="jwt")
+
+
+def _is_time(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 async def list_tokens(session: AsyncSession) -> list[ApiToken]:
