@@ -12,9 +12,9 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.audit import service as audit
 from api.db import transaction
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from api.services import Services
 
 log = logging.getLogger("nexus_backup.paths")
+_T = TypeVar("_T")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -183,19 +184,10 @@ async def archive_path(
     lie inside BACKUP_DIR; a refusal is audited and raised."""
     if not backup.file_path:
         return None
-    try:
-        return confined(backup.file_path, services.settings.backup_dir)
-    except UnsafePath as error:
-        await record_refusal(
-            services,
-            error,
-            actor=actor,
-            action=action,
-            target=backup.name,
-            detail={"id": backup.id},
-            client_address=client_address,
-        )
-        raise
+    file_path, folder = backup.file_path, services.settings.backup_dir
+    return await _audited(
+        services, backup, lambda: confined(file_path, folder), action, actor, client_address
+    )
 
 
 async def archive_key(
@@ -210,8 +202,21 @@ async def archive_key(
     bucket prefix; a refusal is audited and raised."""
     if not backup.cloud_path:
         return None
+    key = backup.cloud_path
+    return await _audited(services, backup, lambda: cloud_key(key), action, actor, client_address)
+
+
+async def _audited(
+    services: Services,
+    backup: SystemBackup,
+    check: Callable[[], _T],
+    action: str,
+    actor: str,
+    client_address: str | None,
+) -> _T:
+    """`check()`'s answer; an UnsafePath it raises is audited against `backup`, then raised."""
     try:
-        return cloud_key(backup.cloud_path)
+        return check()
     except UnsafePath as error:
         await record_refusal(
             services,
