@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -15,10 +16,11 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from api import __version__, recovery
-from api.archive.reader import read_archive
+from api import __version__
+from api.audit.service import CLI
 from api.config import get_settings
 from api.errors import AppError
+from api.operations import Operations, recovery
 from api.progress import ProgressView
 from api.services import Services, open_services
 
@@ -131,11 +133,24 @@ def with_services(
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         services = await open_services(get_settings())
         try:
-            for note in await recovery.recover(services):
+            for note in await recovery.recover(Operations(services)):
                 click.echo(f"recovered: {note}", err=True)
             return await function(services, *args, **kwargs)
         finally:
             await services.close()
+
+    return wrapper
+
+
+def with_operations(
+    function: Callable[..., Awaitable[T]],
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """As with_services, passing the operations engine (its `services` are open)."""
+
+    @with_services
+    @wraps(function)
+    async def wrapper(services: Services, *args: Any, **kwargs: Any) -> T:
+        return await function(Operations(services), *args, **kwargs)
 
     return wrapper
 
@@ -184,23 +199,20 @@ def backup(
     name: str | None, kind: str, description: str | None, sync_to_cloud: bool, quiet: bool
 ) -> None:
     """Back up the database and the uploads to BACKUP_DIR/NAME.tar.gz; print its path."""
-    from api.backups import runner
+    from api.operations import BackupOp
+    from api.storage import service as storage
 
-    @with_services
-    async def go(services: Services) -> None:
+    @with_operations
+    async def go(operations: Operations) -> None:
         views, bar = _views(quiet)
         if sync_to_cloud:
-            from api import cloud
-
-            cloud.require_storage(services)
-        request = runner.BackupRequest(
-            name=name, type=kind, description=description, sync_to_cloud=sync_to_cloud
-        )
-        if bar is not None:
-            with bar:
-                result = await runner.create_backup(services, request, views)
-        else:
-            result = await runner.create_backup(services, request, views)
+            storage.require(operations.services.storage)
+        run = BackupOp(name=name, type=kind, description=description, sync_to_cloud=sync_to_cloud)
+        with bar if bar is not None else contextlib.nullcontext():
+            handle = await operations.submit(run, CLI, views)
+            assert handle.operation.id is not None
+            # The backup itself, then its after-hooks (the upload) on the same handle.
+            result = await handle.wait()
         if result.status != "completed":
             _fail(f"backup {result.name} failed: {result.error_message}")
         click.echo(
@@ -210,7 +222,6 @@ def backup(
             err=True,
         )
         if sync_to_cloud:
-            result = await runner.after_backup(services, result, "cli")
             if result.sync_status != "synced":
                 click.echo(
                     f"warning: the cloud upload failed ({result.sync_error}); the local backup "
@@ -237,7 +248,8 @@ def restore(archive: str, yes: bool, dry_run: bool, force: bool, quiet: bool) ->
     The archive is verified completely first, and a pre_restore safety backup is taken before
     anything changes. The restore is all or nothing.
     """
-    from api.restores import runner
+    from api.operations import RestoreOp
+    from api.restores.runner import RestoreRequest
 
     settings = get_settings()
     if not dry_run and not yes:
@@ -255,15 +267,12 @@ def restore(archive: str, yes: bool, dry_run: bool, force: bool, quiet: bool) ->
         if typed.strip() != archive:
             _fail("confirmation did not match; nothing was changed")
 
-    @with_services
-    async def go(services: Services) -> None:
+    @with_operations
+    async def go(operations: Operations) -> None:
         views, bar = _views(quiet)
-        request = runner.RestoreRequest(archive=archive, dry_run=dry_run, force=force)
-        if bar is not None:
-            with bar:
-                result = await runner.restore(services, request, views)
-        else:
-            result = await runner.restore(services, request, views)
+        request = RestoreRequest(archive=archive, dry_run=dry_run, force=force)
+        with bar if bar is not None else contextlib.nullcontext():
+            result = await operations.run(RestoreOp(request), CLI, views)
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
         if result.plan is not None:
@@ -310,47 +319,17 @@ def _print_plan(plan: Any) -> None:
 @click.argument("archive")
 def verify(archive: str) -> None:
     """Check ARCHIVE (a path, or a catalogued backup's name or id) completely."""
-    from api.audit import service as audit
-    from api.db import transaction
-    from api.restores.runner import resolve
+    from api.operations import ArchiveVerifyOp
 
-    @with_services
-    async def go(services: Services) -> None:
-        target = await resolve(services, archive)
-        try:
-            result = await asyncio.to_thread(
-                read_archive,
-                target.path,
-                expected_sha256=target.expected_sha256,
-                checksum_source=target.source,
-            )
-        except AppError as error:
-            async with transaction(services.sessions) as session:
-                await audit.record(
-                    session,
-                    "cli",
-                    "backup.verify",
-                    target.path.name,
-                    "failed",
-                    {"error": error.detail},
-                )
-            raise
-        async with transaction(services.sessions) as session:
-            await audit.record(
-                session,
-                "cli",
-                "backup.verify",
-                target.path.name,
-                "completed",
-                {"sha256": result.sha256},
-            )
+    @with_operations
+    async def go(operations: Operations) -> None:
+        result = await operations.run(ArchiveVerifyOp(archive), CLI)
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
-        files = len(result.upload_files())
         click.echo(
-            f"OK {target.path}: {result.layout} layout, sha256 {result.sha256} "
-            f"({target.source or 'no stored'} checksum), {files} uploaded files, "
-            f"database.sql {_human(result.members['database.sql'].size)}"
+            f"OK {result.path}: {result.layout} layout, sha256 {result.sha256} "
+            f"({result.checksum_source or 'no stored'} checksum), {result.upload_files} uploaded "
+            f"files, database.sql {_human(result.database_size)}"
         )
 
     _run(go())
@@ -588,18 +567,17 @@ def tokens_revoke(token: str) -> None:
 @click.argument("backup_ref", metavar="BACKUP")
 def sync_command(backup_ref: str) -> None:
     """Upload a catalogued backup (name or id) to cloud storage and confirm the copy."""
-    from api import cloud
     from api.backups import service
     from api.db import transaction
+    from api.operations import SyncOp
 
-    @with_services
-    async def go(services: Services) -> None:
-        cloud.require_storage(services)
-        async with transaction(services.sessions) as session:
+    @with_operations
+    async def go(operations: Operations) -> None:
+        async with transaction(operations.services.sessions) as session:
             found = await service.find(session, backup_ref)
         if found is None:
             raise AppError(f"no backup named {backup_ref!r}; `nexus-backup list` shows them")
-        result = await cloud.sync(services, found.id, "cli")
+        result = await operations.run(SyncOp(found.id), CLI)
         if result.sync_status != "synced":
             raise AppError(f"the upload of {result.name} failed: {result.sync_error}")
         click.echo(f"{result.name} synced to {result.cloud_provider} as {result.cloud_path}")
@@ -615,20 +593,21 @@ def storage() -> None:
 @storage.command(name="test")
 def storage_test() -> None:
     """Upload, read back and delete a small object."""
-    from api import cloud
+    from api.storage import service as storage_service
 
     @with_services
     async def go(services: Services) -> None:
         from api.storage.base import StorageError
 
-        cloud.require_storage(services)
+        store = storage_service.require(services.storage)
         try:
-            result = await cloud.check(services)
+            result = await storage_service.round_trip(store)
         except StorageError as error:
             raise AppError(f"storage test failed: {error}") from None
         click.echo(
             f"storage OK: {services.storage.name if services.storage else '-'} bucket "
-            f"{services.settings.backup_s3_bucket} at {cloud.endpoint_host(services.settings)} "
+            f"{services.settings.backup_s3_bucket} at "
+            f"{storage_service.endpoint_host(services.settings)} "
             f"({result['latencyMs']} ms round trip)"
         )
 
@@ -638,13 +617,13 @@ def storage_test() -> None:
 @storage.command(name="list")
 def storage_list() -> None:
     """List the objects in the bucket (under BACKUP_S3_PREFIX)."""
-    from api import cloud
+    from api.storage import service as storage_service
 
     @with_services
     async def go(services: Services) -> None:
         from api.storage.base import StorageError
 
-        store = cloud.require_storage(services)
+        store = storage_service.require(services.storage)
         try:
             objects = await store.list("")
         except StorageError as error:

@@ -16,6 +16,7 @@ from api.auth.models import ADMIN_ROLES
 from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import Forbidden, Unauthorized
+from api.operations import Operations
 from api.services import Services
 
 SESSION_COOKIE = "nexus_session"
@@ -31,6 +32,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def get_operations(request: Request) -> Operations:
+    operations: Operations = request.app.state.operations
+    return operations
+
+
+OperationsDep = Annotated[Operations, Depends(get_operations)]
+
+
 async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed on success, rolled back on error."""
     async with transaction(services.sessions) as session:
@@ -43,6 +52,11 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def caller(request: Request, principal: auth.Principal) -> audit.Caller:
+    """Who asked, as the audit trail and the operations record it."""
+    return audit.Caller(principal.actor, client_address(request))
 
 
 def request_time(request: Request) -> datetime:

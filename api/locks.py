@@ -24,6 +24,10 @@ class MutationLock:
         self._connection: AsyncConnection | None = None
 
     @property
+    def key(self) -> int:
+        return self._key
+
+    @property
     def held(self) -> bool:
         return self._connection is not None
 

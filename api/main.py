@@ -15,14 +15,14 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import __version__, recovery
+from api import __version__
 from api.audit.router import router as audit_router
 from api.auth.router import router as auth_router
 from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import AppError, TooManyRequests
-from api.jobs import Jobs
 from api.middleware import BodyLimit, SecurityHeaders, too_large
+from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
 from api.schedules.router import router as schedules_router
@@ -64,17 +64,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings)
-        await recovery.recover(services)
+        operations = Operations(services)
+        await recovery.recover(operations)
         app.state.services = services
-        app.state.jobs = Jobs(services)
-        scheduler = Scheduler(services)
+        app.state.operations = operations
+        scheduler = Scheduler(operations)
         if services.settings.scheduler_enabled:
             scheduler.start()
         try:
             yield
         finally:
             scheduler.shutdown()
-            await app.state.jobs.shutdown()
+            await operations.shutdown()
             await services.close()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api import migrate
 from api.config import Settings
 from api.db import make_engine, make_sessionmaker
+from api.storage import service as storage_service
 
 if TYPE_CHECKING:
     from api.storage.base import Storage
@@ -38,11 +39,9 @@ async def open_services(settings: Settings, *, migrate_catalog: bool = True) -> 
         except BaseException:
             await engine.dispose()
             raise
-    from api.cloud import storage_from_settings
-
     return Services(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
-        storage=storage_from_settings(settings),
+        storage=storage_service.from_settings(settings),
     )

@@ -4,6 +4,7 @@ template database, and per-test application databases, uploads trees and setting
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -27,6 +28,7 @@ from fastapi import FastAPI
 from api.config import Settings
 from api.demo import seed_demo
 from api.embedded import LocalCluster
+from api.operations import Operations
 from api.services import Services, open_services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,21 +294,26 @@ class Api:
         async with transaction(self.services.sessions) as session:
             await auth.create_user(session, email, role, password)
 
+    @property
+    def operations(self) -> Operations:
+        operations: Operations = self.fastapi.state.operations
+        return operations
+
     async def wait_backup(self, backup_id: str, headers: dict[str, str]) -> dict[str, object]:
-        for _ in range(600):
-            body = (await self.client.get(f"/backups/{backup_id}", headers=headers)).json()
-            if body["status"] in ("completed", "failed"):
-                return dict(body)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"backup {backup_id} did not finish")
+        """The backup's record once its operation (and after-hooks) ended."""
+        return await self._ended(f"/backups/{backup_id}", backup_id, headers)
 
     async def wait_restore(self, restore_id: str, headers: dict[str, str]) -> dict[str, object]:
-        for _ in range(900):
-            body = (await self.client.get(f"/restores/{restore_id}", headers=headers)).json()
-            if body["status"] in ("completed", "failed"):
-                return dict(body)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"restore {restore_id} did not finish")
+        return await self._ended(f"/restores/{restore_id}", restore_id, headers)
+
+    async def _ended(self, url: str, record_id: str, headers: dict[str, str]) -> dict[str, object]:
+        handle = self.operations.handle(record_id)
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                await handle.wait()
+        body = (await self.client.get(url, headers=headers)).json()
+        assert body["status"] in ("completed", "failed"), body
+        return dict(body)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from api import cloud
 from api.main import create_app
+from api.scheduler import sync_due
 from tests.conftest import Api, App, database_state, tree_state
 from tests.s3server import S3Server
 
@@ -105,7 +105,7 @@ async def test_a_cloud_outage_never_fails_the_backup_and_the_sync_is_retried(
     assert status["lastSyncError"]
 
     s3.reset()
-    synced = await cloud.retry_due(capi.services, datetime.now(UTC) + timedelta(hours=2))
+    synced = await sync_due(capi.operations, datetime.now(UTC) + timedelta(hours=2))
     assert synced == [body["id"]]
     after = (await capi.client.get(f"/backups/{body['id']}", headers=headers)).json()
     assert after["isCloudSynced"] is True

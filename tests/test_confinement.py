@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from api import cloud
 from api.backups.importer import import_archives
 from api.errors import UnsafePath
-from api.recovery import recover
+from api.operations import Operations
+from api.operations.recovery import recover
 from api.restores import runner as restores
 from api.restores import swap
 from api.services import Services, open_services
+from api.storage import service as storage
 from tests.conftest import Api, App, tree_state
 from tests.s3server import S3Server
 from tests.test_cloud import _api, _cloud_settings, bucket, s3
@@ -166,7 +167,8 @@ async def test_delete_of_a_forged_path_is_refused_and_the_outside_file_survives(
 async def test_retention_skips_a_forged_path_and_keeps_the_outside_file(api: Api) -> None:
     from datetime import UTC, datetime
 
-    from api.scheduler import apply_retention
+    from api.audit.service import Caller
+    from api.operations import RetentionOp
 
     headers = await api.headers()
     schedule = await api.client.post(
@@ -190,7 +192,9 @@ async def test_retention_skips_a_forged_path_and_keeps_the_outside_file(api: Api
     )
     _forge(api.app, str(newest["id"]), schedule_id=schedule_id, type="scheduled", completed_at=new)
     later = datetime(2030, 1, 31, tzinfo=UTC)  # the old one is past 1 day of retention
-    deleted = await apply_retention(api.services, schedule_id, 1, "schedule:nightly", later)
+    deleted = await api.operations.run(
+        RetentionOp(schedule_id, 1, later), Caller("schedule:nightly")
+    )
     assert deleted == []
     assert victim.read_bytes() == SECRET
     assert ("old-scheduled", body["id"], str(victim)) in _refusals(api.app)
@@ -209,7 +213,7 @@ async def test_recovery_never_deletes_outside_backup_dir_for_a_forged_backup_nam
         f"('{backup_id}', '../victim', 'manual', 'pending', 'gzip', false, 0, now())"
     )
 
-    notes = await recover(services)
+    notes = await recover(Operations(services))
 
     assert victim.read_bytes() == SECRET, "recovery deleted a file outside BACKUP_DIR"
     assert any("refused" in note for note in notes), notes
@@ -345,7 +349,7 @@ def _staging_folder(app: App, restore_id: str) -> Path:
 
 async def _recover_refusing(app: App, services: Services, journal: Path) -> None:
     before = tree_state(app.uploads)
-    notes = await recover(services)
+    notes = await recover(Operations(services))
     assert tree_state(app.uploads) == before, "a forged journal changed the live uploads"
     assert not os.path.lexists(journal), "the forged journal was kept"
     aside = journal.with_name(journal.name + ".refused")
@@ -461,7 +465,7 @@ async def test_a_leftover_staging_link_is_unlinked_not_emptied(
     link.symlink_to(victim)
     app.backups.mkdir(parents=True, exist_ok=True)
 
-    await recover(services)
+    await recover(Operations(services))
 
     assert not os.path.lexists(link), "the leftover link should be removed"
     assert (victim / "uploads" / "keep.txt").read_text() == "precious\n"
@@ -492,7 +496,7 @@ async def test_a_legitimate_journal_is_still_acted_on(app: App, services: Servic
     swap.swap_in(journal, app.backups)
     assert (app.uploads / "old.txt").exists()
 
-    notes = await recover(services)
+    notes = await recover(Operations(services))
 
     assert any("undid interrupted restore" in note for note in notes), notes
     assert tree_state(app.uploads) == before
@@ -507,6 +511,6 @@ async def test_cloud_fetch_never_writes_outside_backup_dir(capi: Api) -> None:
     backup = SystemBackup(id="fetched", name="fetched", cloud_path="x.tar.gz", checksum=None)
     target = capi.app.root / "elsewhere.tar.gz"
     with pytest.raises(UnsafePath, match="outside"):
-        await cloud.fetch(capi.services, backup, target)
+        await storage.fetch(capi.services, backup, target)
     assert not target.exists()
     assert ("fetched", "fetched", str(target)) in _refusals(capi.app)

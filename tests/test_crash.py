@@ -25,7 +25,8 @@ import pytest
 from api.archive.reader import Staging, read_archive
 from api.archive.writer import PARTIAL_MARK, read_sidecar
 from api.locks import MUTATION_LOCK, MutationLock
-from api.recovery import recover
+from api.operations import Operations
+from api.operations.recovery import recover
 from api.restores import swap
 from api.services import Services
 from api.sources import postgres
@@ -299,7 +300,7 @@ async def test_restore_killed_before_commit_is_undone_by_recovery(
 
     await restore.crash()
     assert not await restore_committed(app.url, restore.id)
-    notes = await recover(services)
+    notes = await recover(Operations(services))
 
     assert any("undid interrupted restore" in note for note in notes), notes
     assert tree_state(app.uploads) == live[0], "uploads were not put back after the crash"
@@ -323,7 +324,7 @@ async def test_restore_killed_after_commit_is_finished_by_recovery(
     assert restore.journal_file.exists()
     assert restore.staging.uploads.exists(), "the old tree should still be parked"
 
-    notes = await recover(services)
+    notes = await recover(Operations(services))
 
     assert any("finished interrupted restore" in note for note in notes), notes
     assert tree_state(app.uploads) == at_backup[0], "recovery did not keep the restored uploads"
@@ -342,7 +343,7 @@ async def test_restore_finished_by_recovery_is_not_recorded_as_a_plain_failure(
     await restore.database.commit()
     await restore.crash()
 
-    await recover(services)
+    await recover(Operations(services))
 
     assert (tree_state(app.uploads), database_state(app)) == at_backup
     status, message = restore.record()
@@ -371,7 +372,7 @@ async def test_restore_whose_commit_is_still_in_flight_is_never_left_mixed(
     try:
         process.stdin.write(b"COMMIT;\n\\q\n")  # what commit() sends; then the runner dies
         await process.stdin.drain()
-        await recover(services)  # the next start, while psql has not yet run the COMMIT
+        await recover(Operations(services))  # the next start, while psql has not yet run the COMMIT
     finally:
         os.kill(process.pid, signal.SIGCONT)
     # psql either ran the COMMIT first or found its session terminated by recovery.

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from api.locks import MutationLock
+from api.operations import Operations
 from api.scheduler import tick
 from api.services import Services, open_services
 from tests.conftest import Api, App, serve
@@ -130,9 +131,9 @@ async def test_a_due_schedule_runs_once_and_updates_counts(api: Api) -> None:
     body = await _schedule(api, headers)
     at = datetime.now(UTC)
     _make_due(api.app, body["id"], at - timedelta(minutes=1))
-    ran = await tick(api.services, at)
+    ran = await tick(api.operations, at)
     assert len(ran) == 1
-    assert await tick(api.services, at) == []
+    assert await tick(api.operations, at) == []
     schedule = (await api.client.get("/schedules", headers=headers)).json()[0]
     assert schedule["successCount"] == 1
     assert schedule["failureCount"] == 0
@@ -152,8 +153,8 @@ async def test_missed_fire_times_run_once_not_once_per_miss(api: Api) -> None:
     # away whatever the wall clock says, so the second tick 30 s later finds nothing due.
     at = datetime(2026, 3, 2, 12, 1, tzinfo=UTC)
     _make_due(api.app, body["id"], at - timedelta(days=2))  # ~576 fire times missed
-    assert len(await tick(api.services, at)) == 1
-    assert len(await tick(api.services, at + timedelta(seconds=30))) == 0
+    assert len(await tick(api.operations, at)) == 1
+    assert len(await tick(api.operations, at + timedelta(seconds=30))) == 0
     assert _scheduled_backups(api.app) == ["completed"]
 
 
@@ -165,13 +166,13 @@ async def test_a_run_that_meets_a_running_backup_is_retried_not_lost(api: Api) -
     holder = MutationLock(api.services.engine)
     assert await holder.try_acquire()
     try:
-        assert await tick(api.services, at) == []
+        assert await tick(api.operations, at) == []
     finally:
         await holder.release()
     schedule = (await api.client.get("/schedules", headers=headers)).json()[0]
     assert schedule["failureCount"] == 0
     assert datetime.fromisoformat(schedule["nextRunAt"]) <= at, "the due run was dropped"
-    assert len(await tick(api.services, at + timedelta(seconds=60))) == 1
+    assert len(await tick(api.operations, at + timedelta(seconds=60))) == 1
 
 
 async def test_a_failed_scheduled_run_is_counted_and_recorded(api: Api) -> None:
@@ -180,7 +181,7 @@ async def test_a_failed_scheduled_run_is_counted_and_recorded(api: Api) -> None:
     shutil.rmtree(api.app.uploads)
     at = datetime.now(UTC)
     _make_due(api.app, body["id"], at - timedelta(minutes=1))
-    ran = await tick(api.services, at)
+    ran = await tick(api.operations, at)
     backup = (await api.client.get(f"/backups/{ran[0]}", headers=headers)).json()
     assert backup["status"] == "failed"
     assert "UPLOADS_DIR" in backup["errorMessage"]
@@ -196,7 +197,7 @@ async def test_two_processes_ticking_together_run_each_fire_time_once(app: App, 
         for n in range(3):
             at = datetime.now(UTC) + timedelta(minutes=n)
             _make_due(app, body["id"], at - timedelta(seconds=1))
-            results = await asyncio.gather(tick(api.services, at), tick(other, at))
+            results = await asyncio.gather(tick(api.operations, at), tick(Operations(other), at))
             assert sum(len(r) for r in results) == 1, results
     finally:
         await other.close()
@@ -242,7 +243,7 @@ async def test_retention_deletes_old_scheduled_backups_but_never_the_newest(api:
     ids = []
     for n in range(3):
         _make_due(api.app, body["id"], at + timedelta(minutes=n) - timedelta(seconds=1))
-        ids += await tick(api.services, at + timedelta(minutes=n))
+        ids += await tick(api.operations, at + timedelta(minutes=n))
     manual = (
         await api.client.post("/backups?wait=true", headers=headers, json={"name": "keep"})
     ).json()
@@ -255,7 +256,7 @@ async def test_retention_deletes_old_scheduled_backups_but_never_the_newest(api:
         i: (await api.client.get(f"/backups/{i}", headers=headers)).json()["filePath"] for i in ids
     }
     _make_due(api.app, body["id"], at + timedelta(minutes=5))
-    ids += await tick(api.services, at + timedelta(minutes=6))
+    ids += await tick(api.operations, at + timedelta(minutes=6))
     listed = {
         b["id"]
         for b in (await api.client.get("/backups?limit=100", headers=headers)).json()["items"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.audit.models import AuditLog
 
 log = logging.getLogger("nexus_backup.audit")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked: the actor the audit trail names and, for HTTP, the client's address."""
+
+    actor: str
+    address: str | None = None
+
+
+SYSTEM = Caller("system")
+CLI = Caller("cli")
+
+
+async def entry(
+    session: AsyncSession,
+    caller: Caller,
+    *,
+    action: str,
+    target: str | None,
+    outcome: str,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Append one audit row for `caller` (the transaction is the caller's)."""
+    await record(session, caller.actor, action, target, outcome, detail, caller.address, at=at)
 
 
 async def record(

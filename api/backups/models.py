@@ -64,3 +64,6 @@ class SystemBackup(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set once a deleted backup's archive, sidecar and cloud copy are gone (recovery finishes
+    # a deletion whose process stopped between the two).
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,11 +13,10 @@ from typing import Annotated, BinaryIO, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api import cloud, paths
+from api import paths
 from api.audit import service as audit
 from api.auth import service as auth
-from api.backups import runner, service
-from api.backups import verify as verifier
+from api.backups import service
 from api.backups.models import SystemBackup
 from api.backups.schemas import (
     BackupCreate,
@@ -32,15 +31,18 @@ from api.deps import (
     AdminDep,
     BackupDeleterDep,
     DestroyerDep,
+    OperationsDep,
     ServicesDep,
     SessionDep,
+    caller,
     client_address,
 )
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UnsafePath
-from api.restores import runner as restores
-from api.restores import service as restore_service
+from api.operations import BackupOp, DeleteOp, RestoreOp, SyncOp, VerifyOp
+from api.restores.runner import RestoreRequest
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
+from api.storage import service as storage
 from api.storage.base import CHUNK_SIZE, StorageError
 from api.storage.s3 import content_disposition
 
@@ -103,7 +105,7 @@ async def get_backup(backup_id: str, session: SessionDep, _: AdminDep) -> Backup
 )
 async def create_backup(
     request: Request,
-    services: ServicesDep,
+    operations: OperationsDep,
     principal: AdminDep,
     body: BackupCreate | None = None,
     wait: bool = False,
@@ -112,21 +114,19 @@ async def create_backup(
     201 completed, or 500 failed with the reason and the backup id."""
     body = body or BackupCreate()
     if body.sync_to_cloud:
-        cloud.require_storage(services)
-    jobs = request.app.state.jobs
-    backup, task = await jobs.start_backup(
-        runner.BackupRequest(
-            name=body.name,
-            type=body.type,
-            description=body.description,
-            actor=principal.actor,
-            client_address=client_address(request),
-            sync_to_cloud=body.sync_to_cloud,
-        )
+        storage.require(operations.services.storage)
+    backup = BackupOp(
+        name=body.name,
+        type=body.type,
+        description=body.description,
+        sync_to_cloud=body.sync_to_cloud,
     )
+    handle = await operations.submit(backup, caller(request, principal))
     if not wait:
-        return JSONResponse(to_out(backup).model_dump(mode="json", by_alias=True), status_code=202)
-    finished: SystemBackup = await asyncio.shield(task)
+        assert backup.record is not None
+        pending = to_out(backup.record)
+        return JSONResponse(pending.model_dump(mode="json", by_alias=True), status_code=202)
+    finished = await handle.wait()
     if finished.status != "completed":
         return JSONResponse(
             {
@@ -148,41 +148,12 @@ async def create_backup(
 async def delete_backup(
     backup_id: str,
     request: Request,
-    session: SessionDep,
-    services: ServicesDep,
+    operations: OperationsDep,
     principal: BackupDeleterDep,
 ) -> BackupOut:
     """Delete the archive and its sidecar, here and in the cloud, and mark the record deleted;
     409 while it runs; 503 (nothing deleted) when the cloud copy cannot be deleted."""
-    backup = await service.get_visible(session, backup_id)
-    if any(r.backup_id == backup.id for r in await restore_service.running(session)):
-        raise Conflict(f"backup {backup.name!r} is being restored; wait for it to finish")
-    if backup.status in ("pending", "in_progress"):
-        raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
-    if backup.sync_status == "syncing":
-        raise Conflict(f"backup {backup.name!r} is being uploaded; wait for it to finish")
-    actor, address = principal.actor, client_address(request)
-    await paths.archive_path(
-        services, backup, action="backup.delete", actor=actor, client_address=address
-    )
-    try:
-        await cloud.delete_remote(services, backup, actor=actor, client_address=address)
-    except StorageError as error:
-        raise Unavailable(
-            f"the cloud copy of {backup.name!r} could not be deleted ({error}); nothing was "
-            "deleted: try again when the storage is reachable"
-        ) from None
-    await service.delete(session, backup, services.settings.backup_dir)
-    await audit.record(
-        session,
-        principal.actor,
-        "backup.delete",
-        backup.name,
-        "completed",
-        {"id": backup.id},
-        client_address(request),
-    )
-    return to_out(backup)
+    return to_out(await operations.run(DeleteOp(backup_id), caller(request, principal)))
 
 
 def _file_message(backup_id: str, expires: int) -> str:
@@ -228,7 +199,7 @@ async def download_link(
         if key is None:
             raise Conflict(f"backup {backup.name!r} has no downloadable copy")
         try:
-            presigned = await cloud.require_storage(services).presign_get(
+            presigned = await storage.require(services.storage).presign_get(
                 key, seconds, PurePosixPath(key).name
             )
         except StorageError as error:
@@ -342,6 +313,7 @@ async def restore_backup(
     body: RestoreRequestIn,
     request: Request,
     session: SessionDep,
+    operations: OperationsDep,
     principal: DestroyerDep,
 ) -> RestoreOut:
     """Restore this backup (database and uploads). The backup's name must be typed back in
@@ -352,15 +324,9 @@ async def restore_backup(
             f"confirm must be the backup's name, {backup.name!r}, typed back: a restore replaces "
             "the live database and uploads"
         )
-    record, _task = await request.app.state.jobs.start_restore(
-        restores.RestoreRequest(
-            archive=backup.id,
-            force=body.force,
-            actor=principal.actor,
-            client_address=client_address(request),
-        )
-    )
-    return RestoreOut.model_validate(record)
+    restore = RestoreOp(RestoreRequest(archive=backup.id, force=body.force))
+    await operations.submit(restore, caller(request, principal))
+    return RestoreOut.model_validate(restore.record)
 
 
 @router.post(
@@ -372,30 +338,17 @@ async def restore_backup(
 async def verify_backup(
     backup_id: str,
     request: Request,
-    session: SessionDep,
-    services: ServicesDep,
+    operations: OperationsDep,
     principal: AdminDep,
     deep: bool = False,
 ) -> VerifyOut:
     """Re-check the archive's checksums and manifest; `deep` also test-restores the database
     into a scratch database and compares row counts (one deep verify at a time: 409 while
     another runs). `ok` says whether it passed."""
-    backup = await service.get_visible(session, backup_id)
-    result = await verifier.verify(
-        services, backup, deep=deep, actor=principal.actor, client_address=client_address(request)
-    )
-    await audit.record(
-        session,
-        principal.actor,
-        "backup.verify",
-        backup.name,
-        "completed" if result.ok else "failed",
-        {"id": backup.id, "deep": deep, "problem": result.problem},
-        client_address(request),
-    )
+    result = await operations.run(VerifyOp(backup_id, deep=deep), caller(request, principal))
     return VerifyOut(
         ok=result.ok,
-        backup_id=backup.id,
+        backup_id=backup_id,
         sha256=result.sha256,
         layout=result.layout,
         problem=result.problem,
@@ -411,8 +364,9 @@ async def verify_backup(
     response_model=BackupOut,
     responses=errors(401, 403, 404, 409, 503),
 )
-async def sync_backup(backup_id: str, services: ServicesDep, principal: AdminDep) -> BackupOut:
+async def sync_backup(
+    backup_id: str, request: Request, operations: OperationsDep, principal: AdminDep
+) -> BackupOut:
     """Upload this backup to cloud storage now and confirm the remote copy's size and SHA-256.
     A cloud failure leaves the backup completed with syncStatus pending and the reason."""
-    cloud.require_storage(services)
-    return to_out(await cloud.sync(services, backup_id, principal.actor))
+    return to_out(await operations.run(SyncOp(backup_id), caller(request, principal)))

@@ -1,4 +1,4 @@
-"""The one place a backup runs. The CLI, the API and the scheduler all come here.
+"""The work of a backup (its record and lock are api.operations.backup's).
 
 pg_dump streams into a spool file (hashed and row-counted on the way) while the uploads tree
 streams into the archive; then the dump follows, then the manifest, the commit point. The
@@ -24,28 +24,12 @@ from api.archive import manifest as fmt
 from api.archive.reader import read_archive
 from api.archive.streams import suffix_for
 from api.archive.writer import ArchiveWriter, partial_path
-from api.audit import service as audit
-from api.backups import service
-from api.backups.models import SystemBackup
-from api.db import transaction
-from api.errors import AppError, Busy, Conflict, SourceError
-from api.locks import MutationLock
-from api.progress import ProgressView, Tracker
+from api.errors import AppError, SourceError
+from api.progress import Tracker
 from api.services import Services
 from api.sources import postgres, uploads
 
 log = logging.getLogger("nexus_backup.backups")
-
-
-@dataclass
-class BackupRequest:
-    name: str | None = None
-    type: str = "manual"
-    description: str | None = None
-    actor: str = "cli"
-    schedule_id: str | None = None
-    client_address: str | None = None
-    sync_to_cloud: bool = False
 
 
 @dataclass
@@ -57,150 +41,29 @@ class _Built:
     skipped: list[str] = field(default_factory=list)
 
 
-async def busy_error(services: Services) -> Busy:
-    """The 409 to give while another mutation holds the lock, naming it when it is known."""
-    from api.restores import service as restores
+@dataclass
+class Archived:
+    """A published, read-back-verified archive."""
 
-    # The holder may have taken the lock a moment ago and not yet written its record.
-    for _ in range(20):
-        async with transaction(services.sessions) as session:
-            backups = await service.running(session)
-            restoring = await restores.running(session)
-        if backups or restoring:
-            break
-        await asyncio.sleep(0.1)
-    if backups:
-        b = backups[0]
-        return Busy(f"backup {b.name!r} ({b.id}) is {b.status}; wait for it to finish")
-    if restoring:
-        r = restoring[0]
-        return Busy(f"restore {r.id} is running; wait for it to finish")
-    return Busy("another backup or restore is running; wait for it to finish")
+    path: Path
+    sha256: str
+    size: int
+    manifest: fmt.Manifest
 
 
-async def acquire(services: Services) -> MutationLock:
-    lock = MutationLock(services.engine)
-    if not await lock.try_acquire():
-        raise await busy_error(services)
-    return lock
-
-
-async def create_pending(services: Services, request: BackupRequest) -> SystemBackup:
-    """Validate the request and write the `pending` record. The caller holds the lock."""
-    kind = service.check_type(request.type)
-    description = service.check_description(request.description)
-    async with transaction(services.sessions) as session:
-        if request.name is None:
-            base = service.default_name(kind)
-            name, n = base, 1
-            while await service.name_taken(session, name) or _archive_exists(services, name):
-                n += 1
-                name = f"{base}-{n}"
-        else:
-            name = service.check_name(request.name)
-            if await service.name_taken(session, name) or _archive_exists(services, name):
-                raise Conflict(f"a backup named {name!r} already exists; choose another name")
-        backup = SystemBackup(
-            id=service.new_id(),
-            name=name,
-            description=description,
-            type=kind,
-            status="pending",
-            compression=services.settings.backup_compression.value,
-            is_cloud_synced=False,
-            progress_bytes=0,
-            schedule_id=request.schedule_id,
-            sync_requested=request.sync_to_cloud,
-            created_by=request.actor,
-            created_at=service.now(),
-        )
-        session.add(backup)
-        await audit.record(
-            session,
-            request.actor,
-            "backup.create",
-            name,
-            "started",
-            {"id": backup.id, "type": kind},
-            request.client_address,
-        )
-    return backup
-
-
-def _archive_exists(services: Services, name: str) -> bool:
-    folder = services.settings.backup_dir
-    return any((folder / f"{name}{suffix}").exists() for suffix in (".tar.gz", ".tar.zst"))
-
-
-async def create_backup(
-    services: Services,
-    request: BackupRequest,
-    views: list[ProgressView] | None = None,
-    lock: MutationLock | None = None,
-) -> SystemBackup:
-    """Take the lock (unless given), create the record and run the backup to its end."""
-    own = lock is None
-    held = await acquire(services) if lock is None else lock
-    try:
-        backup = await create_pending(services, request)
-        return await run(services, backup.id, views, request.client_address)
-    finally:
-        if own:
-            await held.release()
-
-
-async def after_backup(services: Services, backup: SystemBackup, actor: str) -> SystemBackup:
-    """Upload a completed backup that asked for it (outside the mutation lock)."""
-    if backup.status != "completed" or not backup.sync_requested or services.storage is None:
-        return backup
-    from api import cloud
-
-    return await cloud.sync(services, backup.id, actor)
-
-
-async def _flush_progress(services: Services, backup_id: str, tracker: Tracker) -> None:
-    while True:
-        await asyncio.sleep(1.0)
-        phase, done, total = tracker.snapshot()
-        with contextlib.suppress(Exception):
-            async with transaction(services.sessions) as session:
-                backup = await session.get(SystemBackup, backup_id)
-                if backup is not None and backup.status == "in_progress":
-                    backup.phase, backup.progress_bytes, backup.progress_total = phase, done, total
-
-
-async def run(
-    services: Services,
-    backup_id: str,
-    views: list[ProgressView] | None = None,
-    client_address: str | None = None,
-) -> SystemBackup:
-    """Run a pending backup to `completed` or `failed`. The caller holds the lock.
-
-    Failures of the backup itself end in a `failed` record (with the reason, an audit entry
-    and a log line), returned rather than raised.
-    """
+async def archive(
+    services: Services, name: str, kind: str, created_at: datetime, tracker: Tracker
+) -> Archived:
+    """Dump the database and archive the uploads as BACKUP_DIR/{name}.tar.*, publish it and
+    verify what was written. On any failure nothing it made is left behind (but an existing
+    archive of that name, which it never overwrites)."""
     settings = services.settings
-    tracker = Tracker(views)
-    async with transaction(services.sessions) as session:
-        backup = await service.get(session, backup_id)
-        backup.status = "in_progress"
-        backup.started_at = service.now()
-        backup.phase = "starting"
-        name, kind, created_at, actor = (
-            backup.name,
-            backup.type,
-            backup.created_at,
-            backup.created_by,
-        )
-    flusher = asyncio.create_task(_flush_progress(services, backup_id, tracker))
-    final: Path | None = None
+    url = settings.require_database_url()
+    root = uploads.check_root(settings.uploads_dir)
+    folder = settings.backup_dir
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    final = folder / f"{name}{suffix_for(settings.backup_compression)}"
     try:
-        url = settings.require_database_url()
-        root = uploads.check_root(settings.uploads_dir)
-        folder = settings.backup_dir
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = folder / f"{name}{suffix_for(settings.backup_compression)}"
         built = await _build(services, url, root, final, name, kind, created_at, tracker)
         tracker.phase("verifying", built.size)
         verified = await asyncio.to_thread(
@@ -210,65 +73,17 @@ async def run(
             checksum_source="just-written",
             on_progress=tracker.advance,
         )
-        assert verified.manifest is not None
     except BaseException as error:
-        flusher.cancel()
-        reason = _reason(error)
-        if final is not None and not isinstance(error, FileExistsError):
+        if not isinstance(error, FileExistsError):
             _remove_archive(final)
-        async with transaction(services.sessions) as session:
-            backup = await service.get(session, backup_id)
-            backup.status = "failed"
-            backup.error_message = reason
-            backup.completed_at = service.now()
-            backup.phase = None
-            await audit.record(
-                session,
-                actor or "system",
-                "backup.run",
-                name,
-                "failed",
-                {"id": backup_id, "type": kind, "error": reason},
-                client_address,
-            )
-        log.error("backup %s (%s) failed: %s", name, backup_id, reason)
-        if not isinstance(error, Exception):
-            raise  # cancellation and interrupts go on after the record is written
-        return backup
-    finally:
-        flusher.cancel()
-    manifest = verified.manifest
-    async with transaction(services.sessions) as session:
-        backup = await service.get(session, backup_id)
-        backup.status = "completed"
-        backup.file_path = str(final.resolve())
-        backup.file_size = built.size
-        backup.checksum = built.sha256
-        backup.table_count = manifest.database.table_count
-        backup.record_count = manifest.database.record_count
-        backup.uploaded_files_count = manifest.uploads.file_count
-        backup.app_version = manifest.app_version
-        backup.schema_version = manifest.schema_version
-        backup.completed_at = manifest.completed_at
-        backup.phase = None
-        backup.progress_bytes = built.size
-        backup.progress_total = built.size
-        if backup.sync_requested:  # a process that dies before the upload leaves it due
-            backup.sync_status, backup.next_sync_at = "pending", service.now()
-        await audit.record(
-            session,
-            actor or "system",
-            "backup.run",
-            name,
-            "completed",
-            {"id": backup_id, "type": kind, "size": built.size, "sha256": built.sha256},
-            client_address,
-        )
-    log.info("backup %s completed: %s (%d bytes)", name, final, built.size)
-    return backup
+        raise
+    assert verified.manifest is not None
+    log.info("backup %s archived: %s (%d bytes)", name, final, built.size)
+    return Archived(final.resolve(), built.sha256, built.size, verified.manifest)
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """What a failed backup's record says."""
     if isinstance(error, AppError):
         return error.detail
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):

@@ -11,7 +11,6 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import paths
 from api.backups.models import BACKUP_TYPES, SystemBackup
 from api.errors import BadRequest, Conflict, NotFound
 
@@ -164,17 +163,3 @@ def archive_files(backup: SystemBackup) -> list[Path]:
         return []
     path = Path(backup.file_path)
     return [path, path.with_name(path.name + ".sha256")]
-
-
-async def delete(session: AsyncSession, backup: SystemBackup, backup_dir: Path) -> None:
-    """Remove the archive and its sidecar, and mark the record deleted (it stays listed in the
-    audit trail). A running backup cannot be deleted; an archive path outside `backup_dir`
-    (a forged catalog row) is refused (UnsafePath) before anything is removed."""
-    if backup.status in ("pending", "in_progress"):
-        raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
-    files = archive_files(backup)
-    for path in files:
-        paths.confined(path, backup_dir)
-    for path in files:
-        paths.unlink_file(path, backup_dir)
-    backup.deleted_at = now()

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from api import paths
 from api.archive.manifest import DATABASE_NAME
 from api.archive.reader import read_archive
 from api.backups.models import SystemBackup
-from api.errors import ArchiveError, Busy, SourceError
-from api.locks import DEEP_VERIFY_LOCK, MutationLock
+from api.errors import ArchiveError, SourceError
 from api.services import Services
 from api.sources import postgres
 
@@ -30,6 +28,10 @@ class Verification:
     problem: str | None = None
     warnings: list[str] = field(default_factory=list)
     tables_checked: int | None = None
+    path: Path | None = None
+    checksum_source: str | None = None
+    upload_files: int | None = None
+    database_size: int | None = None
 
 
 def _scratch_url(url: str, database: str) -> str:
@@ -38,36 +40,10 @@ def _scratch_url(url: str, database: str) -> str:
 
 
 async def verify(
-    services: Services,
-    backup: SystemBackup,
-    *,
-    deep: bool,
-    actor: str = "system",
-    client_address: str | None = None,
-) -> Verification:
-    """Check the backup's archive. Raises UnsafePath (audited) when the catalog's archive path is
-    outside BACKUP_DIR. A deep verify runs only when no other one does (any process): each
-    restores a whole database into a scratch one, so a second would only add load."""
-    path = await paths.archive_path(
-        services, backup, action="backup.verify", actor=actor, client_address=client_address
-    )
-    if not deep:
-        return await _verify(services, backup, path, deep=False)
-    lock = MutationLock(services.engine, DEEP_VERIFY_LOCK)
-    if not await lock.try_acquire():
-        raise Busy(
-            "a deep verify is already running (one at a time: each test-restores a whole "
-            "database); try again when it has finished"
-        )
-    try:
-        return await _verify(services, backup, path, deep=True)
-    finally:
-        await lock.release()
-
-
-async def _verify(
     services: Services, backup: SystemBackup, path: Path | None, *, deep: bool
 ) -> Verification:
+    """Check the backup's archive at `path` (already confined to BACKUP_DIR); `deep` also
+    test-restores its database into a scratch database."""
     if backup.status != "completed" or path is None:
         return Verification(ok=False, problem=f"backup {backup.name!r} is {backup.status}")
     if not path.is_file():

@@ -20,16 +20,15 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 
-from api import cloud, paths
+from api import paths
 from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX, safe_mode
 from api.archive.reader import Staging, VerifiedArchive, read_archive
 from api.archive.writer import read_sidecar
-from api.audit import service as audit
-from api.backups import runner as backups
 from api.backups import service as backup_service
 from api.backups.models import SystemBackup
 from api.db import transaction
@@ -42,13 +41,12 @@ from api.errors import (
     Unavailable,
     UnsafePath,
 )
-from api.locks import MutationLock
-from api.progress import ProgressView, Tracker
-from api.restores import service
+from api.progress import Tracker
 from api.restores import swap as swapper
 from api.restores.models import SystemRestore
 from api.services import Services
 from api.sources import postgres, uploads
+from api.storage import service as storage
 from api.storage.base import StorageError
 
 log = logging.getLogger("nexus_backup.restores")
@@ -148,7 +146,7 @@ async def resolve(
         # Local archive gone, cloud copy confirmed: fetch it; it is verified like any archive.
         log.info("fetching %s from cloud storage", backup.cloud_path)
         try:
-            await cloud.fetch(services, backup, path, actor=actor)
+            await storage.fetch(services, backup, path, actor=actor)
         except StorageError as error:
             raise Unavailable(
                 f"the local archive of {backup.name!r} is gone and its cloud copy could not be "
@@ -188,90 +186,27 @@ def check_version(archive_version: str | None, current: str | None, force: bool)
     return None
 
 
+class Steps(Protocol):
+    """What a restore asks of its operation (api.operations.restore): record a phase, and take
+    the pre_restore safety backup under the lock the restore holds."""
+
+    async def phase(self, name: str) -> None: ...
+
+    async def safety_backup(self, description: str) -> SystemBackup: ...
+
+
 @dataclass
-class Started:
-    """A restore whose record exists (in_progress) and whose archive is resolved."""
+class Outcome:
+    """What a restore did: a plan (dry run), or the safety backup and what the command said."""
 
-    record: SystemRestore
-    target: Target
-
-
-async def begin(services: Services, request: RestoreRequest, target: Target) -> Started:
-    """Write the in_progress record. The caller holds the mutation lock."""
-    async with transaction(services.sessions) as session:
-        record = SystemRestore(
-            id=backup_service.new_id(),
-            backup_id=target.backup.id if target.backup else None,
-            archive_path=str(target.path.resolve()),
-            status="in_progress",
-            phase="verifying",
-            dry_run=request.dry_run,
-            forced=request.force,
-            requested_by=request.actor,
-            started_at=backup_service.now(),
-            created_at=backup_service.now(),
-        )
-        session.add(record)
-        await audit.record(
-            session,
-            request.actor,
-            "restore.dry_run" if request.dry_run else "restore.start",
-            target.path.name,
-            "started",
-            {"id": record.id},
-            request.client_address,
-        )
-    return Started(record, target)
+    plan: RestorePlan | None = None
+    pre_restore: SystemBackup | None = None
+    warnings: list[str] = field(default_factory=list)
+    command_error: str | None = None
 
 
-async def execute(
-    services: Services,
-    request: RestoreRequest,
-    started: Started,
-    lock: MutationLock,
-    views: list[ProgressView] | None = None,
-) -> RestoreResult:
-    """Run a begun restore to its end; a failure is recorded (record, audit, log) and raised."""
-    record, target = started.record, started.target
-    try:
-        return await _run(services, request, target, record, lock, Tracker(views))
-    except BaseException as error:
-        reason = error.detail if isinstance(error, AppError) else _unexpected(error)
-        async with transaction(services.sessions) as session:
-            failed = await service.get(session, record.id)
-            failed.status, failed.error_message = "failed", reason
-            failed.completed_at, failed.phase = backup_service.now(), None
-            await audit.record(
-                session,
-                request.actor,
-                "restore.run",
-                target.path.name,
-                "failed",
-                {"id": record.id, "error": reason},
-                request.client_address,
-            )
-        log.error("restore of %s failed: %s", target.path.name, reason)
-        raise
-
-
-async def restore(
-    services: Services,
-    request: RestoreRequest,
-    views: list[ProgressView] | None = None,
-    lock: MutationLock | None = None,
-) -> RestoreResult:
-    """Restore (or, with dry_run, plan) an archive; raises AppError if it does not happen."""
-    target = await resolve(services, request.archive, request.actor, request.client_address)
-    held = await backups.acquire(services) if lock is None else lock
-    try:
-        started = await begin(services, request, target)
-        return await execute(services, request, started, held, views)
-    finally:
-        if lock is None:
-            await held.release()
-
-
-def _unexpected(error: BaseException) -> str:
+def unexpected(error: BaseException) -> str:
+    """What a restore's record says of an error that is not an AppError."""
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
         return "cancelled"
     if isinstance(error, OSError):
@@ -280,19 +215,17 @@ def _unexpected(error: BaseException) -> str:
     return f"internal error: {type(error).__name__}: {error}"
 
 
-async def _set_phase(services: Services, restore_id: str, phase: str) -> None:
-    async with transaction(services.sessions) as session:
-        (await service.get(session, restore_id)).phase = phase
-
-
-async def _run(
+async def execute(
     services: Services,
     request: RestoreRequest,
     target: Target,
-    record: SystemRestore,
-    lock: MutationLock,
+    restore_id: str,
     tracker: Tracker,
-) -> RestoreResult:
+    steps: Steps,
+) -> Outcome:
+    """Verify and stage the archive, then (unless a dry run) take the safety backup, load and
+    swap in one transaction, and run POST_RESTORE_COMMAND. Raises AppError when the restore does
+    not happen; nothing live is changed then."""
     settings = services.settings
     url = settings.require_database_url()
     uploads_dir = settings.uploads_dir.absolute()
@@ -309,19 +242,7 @@ async def _run(
         plan = await _plan(url, uploads_dir, verified)
         if refusal:
             plan.warnings.append(refusal)
-        async with transaction(services.sessions) as session:
-            done = await service.get(session, record.id)
-            done.status, done.phase, done.completed_at = "completed", None, backup_service.now()
-            await audit.record(
-                session,
-                request.actor,
-                "restore.dry_run",
-                target.path.name,
-                "completed",
-                {"id": record.id},
-                request.client_address,
-            )
-        return RestoreResult(restore=done, plan=plan, warnings=verified.warnings)
+        return Outcome(plan=plan, warnings=verified.warnings)
 
     if not uploads_dir.parent.is_dir():
         raise BadRequest(f"the parent folder of UPLOADS_DIR ({uploads_dir.parent}) does not exist")
@@ -331,7 +252,7 @@ async def _run(
             "in atomically beside it: mount the volume one level up (its parent folder) and set "
             "UPLOADS_DIR to a folder inside it"
         )
-    staging = Staging(swapper.staging_root(uploads_dir, record.id))
+    staging = Staging(swapper.staging_root(uploads_dir, restore_id))
     try:
         verified = await asyncio.to_thread(
             read_archive,
@@ -350,20 +271,11 @@ async def _run(
         if not (staging.uploads).exists():
             staging.uploads.mkdir(mode=0o755)
 
-        await _set_phase(services, record.id, "safety backup")
+        await steps.phase("safety backup")
         tracker.phase("taking the pre_restore safety backup", None)
-        safety = await backups.create_backup(
-            services,
-            backups.BackupRequest(
-                type="pre_restore",
-                description=f"automatic safety backup before restoring {target.path.name}",
-                actor=request.actor,
-                client_address=request.client_address,
-            ),
-            lock=lock,
+        safety = await steps.safety_backup(
+            f"automatic safety backup before restoring {target.path.name}"
         )
-        async with transaction(services.sessions) as session:
-            (await service.get(session, record.id)).pre_restore_backup_id = safety.id
         if safety.status != "completed":
             raise AppError(
                 f"the pre_restore safety backup failed ({safety.error_message}); nothing was "
@@ -371,40 +283,15 @@ async def _run(
                 "empty (createdb) and restore again"
             )
 
-        await _set_phase(services, record.id, "restoring")
+        await steps.phase("restoring")
         tracker.phase("restoring database and uploads", None)
-        await _apply(services, record.id, url, uploads_dir, staging)
+        await _apply(services, restore_id, url, uploads_dir, staging)
     finally:
         staging.remove()
-
-    warnings = list(verified.warnings)
     command_error = await _post_restore(settings.post_restore_command, url)
-    async with transaction(services.sessions) as session:
-        done = await service.get(session, record.id)
-        done.completed_at, done.phase = backup_service.now(), None
-        if command_error:
-            done.status = "failed"
-            done.error_message = (
-                f"database and uploads were restored from {target.path.name}, but "
-                f"POST_RESTORE_COMMAND failed: {command_error}; fix it and run it by hand "
-                f"(the previous state is in pre_restore backup {safety.name})"
-            )
-        else:
-            done.status = "completed"
-        await audit.record(
-            session,
-            request.actor,
-            "restore.run",
-            target.path.name,
-            done.status,
-            {"id": record.id, "preRestoreBackupId": safety.id, "error": done.error_message},
-            request.client_address,
-        )
-    if command_error:
-        log.error("restore %s: %s", record.id, done.error_message)
-        raise AppError(done.error_message or "POST_RESTORE_COMMAND failed")
-    log.info("restored %s (pre_restore backup %s)", target.path.name, safety.name)
-    return RestoreResult(restore=done, pre_restore=safety, warnings=warnings)
+    return Outcome(
+        pre_restore=safety, warnings=list(verified.warnings), command_error=command_error
+    )
 
 
 async def _apply(

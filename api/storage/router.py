@@ -7,11 +7,11 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
-from api import cloud
 from api.audit import service as audit
 from api.backups.models import SystemBackup
 from api.deps import AdminDep, ServicesDep, SessionDep, client_address
 from api.schemas import Schema, errors
+from api.storage import service as storage_service
 from api.storage.base import StorageError
 
 router = APIRouter(prefix="/storage", tags=["storage"])
@@ -65,7 +65,7 @@ async def status(session: SessionDep, services: ServicesDep, _: AdminDep) -> Sto
         configured=storage is not None,
         provider=storage.name if storage else None,
         bucket=settings.backup_s3_bucket if storage else None,
-        endpoint_host=cloud.endpoint_host(settings) if storage else None,
+        endpoint_host=storage_service.endpoint_host(settings) if storage else None,
         region=settings.backup_s3_region if storage else None,
         prefix=settings.backup_s3_prefix or None if storage else None,
         last_successful_sync_at=last,
@@ -84,9 +84,9 @@ async def test(
     request: Request, session: SessionDep, services: ServicesDep, principal: AdminDep
 ) -> StorageTest:
     """Upload, read back, compare and delete a small object: does the storage really work?"""
-    cloud.require_storage(services)
+    store = storage_service.require(services.storage)
     try:
-        result = await cloud.check(services)
+        result = await storage_service.round_trip(store)
         outcome = StorageTest(
             ok=True,
             latency_ms=int(str(result["latencyMs"])),

@@ -1,6 +1,9 @@
 """At start: what a killed process left behind is marked, removed, finished or undone.
 
-Runs only while holding the mutation lock, so it never touches the work of a live process.
+Recovery is an operation of its own kind: it runs only while holding the mutation lock, so it
+never touches the work of a live process, and when another process holds it there is nothing
+abandoned to recover. By kind: restores (journals decide), backups (marked failed, unpublished
+files removed), deletions (purged), partial files (removed).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from api.audit import service as audit
 from api.backups.models import SystemBackup
 from api.backups.service import NAME_PATTERN, now
 from api.db import transaction
-from api.errors import UnsafePath
-from api.locks import MutationLock
+from api.errors import Busy, UnsafePath
+from api.operations.backup import Mutation
+from api.operations.delete import purge_pending
+from api.operations.engine import Context, Operations
 from api.restores import runner as restores
 from api.restores.models import SystemRestore
 from api.services import Services
@@ -27,17 +32,29 @@ log = logging.getLogger("nexus_backup.recovery")
 INTERRUPTED = "interrupted: the process running it stopped before it finished"
 
 
-async def recover(services: Services) -> list[str]:
-    lock = MutationLock(services.engine)
-    if not await lock.try_acquire():
-        return []  # another live process holds the lock: nothing here is abandoned
+class RecoverOp(Mutation[list[str]]):
+    """Recover what stopped processes left; the result is notes for the log."""
+
+    kind = "recovery"
+
+    async def busy(self, ctx: Context) -> Busy:
+        return Busy("another live process holds the mutation lock")
+
+    async def run(self, ctx: Context) -> list[str]:
+        notes = await _recover(ctx.services)
+        notes += await purge_pending(ctx.services)
+        for note in notes:
+            log.warning("recovery: %s", note)
+        return notes
+
+
+async def recover(operations: Operations) -> list[str]:
+    """Run recovery unless another live process holds the mutation lock (then nothing here is
+    abandoned)."""
     try:
-        notes = await _recover(services)
-    finally:
-        await lock.release()
-    for note in notes:
-        log.warning("recovery: %s", note)
-    return notes
+        return await operations.run(RecoverOp())
+    except Busy:
+        return []
 
 
 def _remove_unpublished(folder: Path, name: str) -> None:
