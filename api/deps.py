@@ -97,11 +97,11 @@ async def _refuse(
     return error
 
 
-async def get_principal(
-    request: Request, services: ServicesDep, session: SessionDep
-) -> auth.Principal:
+async def get_principal(request: Request, services: ServicesDep) -> auth.Principal:
     """The caller, from `Authorization: Bearer` (API token or GK-Nexus JWT) or the session
-    cookie; cookie requests that change state must carry the CSRF token."""
+    cookie; cookie requests that change state must carry the CSRF token. Looked up in a
+    transaction of its own, committed before the route runs: a route that calls the network
+    holds no catalog transaction open."""
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
@@ -109,7 +109,8 @@ async def get_principal(
         principal = None
         if scheme.lower() == "bearer" and value:
             if value.startswith(auth.TOKEN_PREFIX):
-                principal = await auth.token_principal(session, value)
+                async with transaction(services.sessions) as session:
+                    principal = await auth.token_principal(session, value)
             else:
                 settings = services.settings
                 secret = settings.nexus_jwt_secret
@@ -132,7 +133,8 @@ async def get_principal(
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        principal = await auth.session_principal(session, cookie)
+        async with transaction(services.sessions) as session:
+            principal = await auth.session_principal(session, cookie)
         if principal is None:
             raise await _refuse(
                 services,
@@ -221,14 +223,14 @@ async def get_backup_deleter(
     backup_id: str,
     request: Request,
     services: ServicesDep,
-    session: SessionDep,
     principal: DestroyerDep,
 ) -> auth.Principal:
     """Deleting a safety (pre_restore) backup, the way back from a restore, needs OWNER
     whatever DESTRUCTIVE_ROLES says."""
     if principal.role == "OWNER":
         return principal
-    backup = await session.get(SystemBackup, backup_id)
+    async with transaction(services.sessions) as session:
+        backup = await session.get(SystemBackup, backup_id)
     if backup is not None and backup.type == "pre_restore":
         raise await _refuse(
             services,

@@ -4,6 +4,7 @@ server that has only the bucket."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -157,6 +158,32 @@ async def test_delete_removes_the_cloud_copy_too(capi: Api, s3: S3Server, bucket
     assert Path(body["filePath"]).is_file(), "nothing may be deleted when the cloud refuses"
     s3.reset()
     assert (await capi.client.delete(f"/backups/{body['id']}", headers=headers)).status_code == 200
+    assert await s3.raw_keys(bucket) == []
+    assert not Path(body["filePath"]).exists()
+
+
+async def test_no_catalog_transaction_stays_open_while_the_cloud_copy_is_deleted(
+    capi: Api, s3: S3Server, bucket: str
+) -> None:
+    """The deletion commits its mark before any network call: a slow bucket never holds a
+    catalog transaction (and its row locks) open."""
+    headers = await capi.headers()
+    body = (
+        await capi.client.post(
+            "/backups?wait=true", headers=headers, json={"name": "slow-bucket", "syncToCloud": True}
+        )
+    ).json()
+    s3.fail("DELETE", "", times=1, mode="hang")
+    deleting = asyncio.create_task(capi.client.delete(f"/backups/{body['id']}", headers=headers))
+    assert await asyncio.to_thread(s3.wait_until_held), "the DELETE never reached the bucket"
+    open_transactions = capi.app.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+    )
+    s3.reset()  # the held request is dropped; the client's retry goes through
+    response = await deleting
+    assert open_transactions.strip() == "0", "a catalog transaction was open during the delete"
+    assert response.status_code == 200, response.text
     assert await s3.raw_keys(bucket) == []
     assert not Path(body["filePath"]).exists()
 

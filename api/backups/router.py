@@ -37,7 +37,7 @@ from api.deps import (
     caller,
     client_address,
 )
-from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UnsafePath
+from api.errors import Conflict, Forbidden, NotFound, Unavailable, UnsafePath
 from api.operations import BackupOp, DeleteOp, RestoreOp, SyncOp, VerifyOp
 from api.restores.runner import RestoreRequest
 from api.restores.schemas import RestoreOut
@@ -312,19 +312,12 @@ async def restore_backup(
     backup_id: str,
     body: RestoreRequestIn,
     request: Request,
-    session: SessionDep,
     operations: OperationsDep,
     principal: DestroyerDep,
 ) -> RestoreOut:
     """Restore this backup (database and uploads). The backup's name must be typed back in
     `confirm`. A pre_restore safety backup is taken first; follow it on GET /restores/{id}."""
-    backup = await service.get_visible(session, backup_id)
-    if body.confirm != backup.name:
-        raise BadRequest(
-            f"confirm must be the backup's name, {backup.name!r}, typed back: a restore replaces "
-            "the live database and uploads"
-        )
-    restore = RestoreOp(RestoreRequest(archive=backup.id, force=body.force))
+    restore = RestoreOp(RestoreRequest(archive=backup_id, force=body.force, confirm=body.confirm))
     await operations.submit(restore, caller(request, principal))
     return RestoreOut.model_validate(restore.record)
 

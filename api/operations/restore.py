@@ -11,7 +11,7 @@ from api.audit import service as audit
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import AppError
+from api.errors import AppError, BadRequest
 from api.operations.backup import BackupOp, Mutation
 from api.operations.engine import Context
 from api.restores import runner, service
@@ -33,6 +33,14 @@ class RestoreOp(Mutation[RestoreResult]):
     kind = "restore"
 
     async def check(self, ctx: Context) -> None:
+        if self.request.confirm is not None:
+            async with transaction(ctx.services.sessions) as session:
+                backup = await backups.get_visible(session, self.request.archive)
+            if self.request.confirm != backup.name:
+                raise BadRequest(
+                    f"confirm must be the backup's name, {backup.name!r}, typed back: a restore "
+                    "replaces the live database and uploads"
+                )
         self.target = await runner.resolve(
             ctx.services, self.request.archive, ctx.caller.actor, ctx.caller.address
         )

@@ -57,8 +57,9 @@ class RestoreRequest:
     archive: str
     dry_run: bool = False
     force: bool = False
-    actor: str = "cli"
-    client_address: str | None = None
+    # The API's typed confirmation: `archive` is then a catalogued backup's id, and this must
+    # be its name.
+    confirm: str | None = None
 
 
 @dataclass
