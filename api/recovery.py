@@ -15,7 +15,8 @@ from api import paths
 from api.archive.writer import PARTIAL_MARK
 from api.audit import service as audit
 from api.backups.models import SystemBackup
-from api.backups.service import NAME_PATTERN, now
+from api.backups.names import NAME_PATTERN
+from api.backups.service import now
 from api.db import transaction
 from api.errors import UnsafePath
 from api.locks import MutationLock

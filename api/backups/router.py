@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -41,12 +41,11 @@ from api.restores import runner as restores
 from api.restores import service as restore_service
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
+from api.states import BackupStatus, BackupType
 from api.storage.base import CHUNK_SIZE, StorageError
 from api.storage.s3 import content_disposition
 
 router = APIRouter(prefix="/backups", tags=["backups"])
-Status = Literal["pending", "in_progress", "completed", "failed"]
-Kind = Literal["manual", "scheduled", "pre_update", "pre_restore"]
 
 
 def to_out(backup: SystemBackup) -> BackupOut:
@@ -71,8 +70,8 @@ async def list_backups(
     _: AdminDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    status: Status | None = None,
-    type: Kind | None = None,
+    status: BackupStatus | None = None,
+    type: BackupType | None = None,
 ) -> BackupList:
     """Backups, newest first."""
     rows = await service.list_backups(session, limit=limit, offset=offset, status=status, kind=type)
