@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 
+# Catalog: system_backup.status, CHECK ck_system_backup_ck_system_backup_status.
 class BackupStatus(StrEnum):
-    """system_backup.status (CHECK ck_system_backup_status)."""
+    """Where a backup is: pending, in_progress, then completed or failed."""
 
     pending = "pending"
     in_progress = "in_progress"
@@ -37,8 +38,9 @@ class BackupStatus(StrEnum):
     failed = "failed"
 
 
+# Catalog: system_backup.type, CHECK ck_system_backup_ck_system_backup_type.
 class BackupType(StrEnum):
-    """system_backup.type (CHECK ck_system_backup_type): what started the backup."""
+    """What started a backup: a person, a schedule, a deploy (pre_update) or a restore."""
 
     manual = "manual"
     scheduled = "scheduled"
@@ -52,8 +54,9 @@ API_BACKUP_TYPES = (BackupType.manual, BackupType.pre_update)
 CLI_BACKUP_TYPES = (*API_BACKUP_TYPES, BackupType.scheduled)
 
 
+# Catalog: system_backup.sync_status, CHECK ck_system_backup_sync_status.
 class SyncStatus(StrEnum):
-    """system_backup.sync_status (CHECK ck_system_backup_sync_status): the cloud copy."""
+    """The cloud copy: none, pending (waiting or to be retried), syncing, synced."""
 
     none = "none"
     pending = "pending"  # waiting for its first upload, or to be retried
@@ -61,8 +64,9 @@ class SyncStatus(StrEnum):
     synced = "synced"
 
 
+# Catalog: system_restore.status (no CHECK constraint).
 class RestoreStatus(StrEnum):
-    """system_restore.status (no CHECK constraint in the catalog)."""
+    """Where a restore is: pending, in_progress, then completed or failed."""
 
     pending = "pending"
     in_progress = "in_progress"
@@ -70,9 +74,10 @@ class RestoreStatus(StrEnum):
     failed = "failed"
 
 
+# Catalog: system_backup.phase, String(40), None once the backup ended. The runner writes
+# `starting`; the progress flusher copies the tracker's labels, which people read.
 class BackupPhase(StrEnum):
-    """system_backup.phase while a backup runs (None once it ended). The runner writes
-    `starting`; the progress flusher copies the tracker's labels, which people read."""
+    """What a running backup is doing."""
 
     starting = "starting"
     dumping = "dumping database and archiving uploads"
@@ -80,9 +85,10 @@ class BackupPhase(StrEnum):
     verifying = "verifying"
 
 
+# Catalog: system_restore.phase, String(40), None once the restore ended. The runner stores
+# the first three; the others are the tracker's progress labels.
 class RestorePhase(StrEnum):
-    """system_restore.phase while a restore runs (None once it ended): the first three are
-    what the runner stores; the others are the progress labels people see."""
+    """What a running restore is doing."""
 
     verifying = "verifying"
     safety_backup = "safety backup"
@@ -104,8 +110,9 @@ class OperationKind(StrEnum):
     retention = "retention"
 
 
+# Catalog: audit_log.outcome (no CHECK constraint).
 class AuditOutcome(StrEnum):
-    """audit_log.outcome: how the audited action ended (no CHECK constraint)."""
+    """How an audited action went: started, completed, failed, or refused before it began."""
 
     started = "started"
     completed = "completed"

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.schema import conv
 
 from api.db import Base
 from api.states import BackupStatus, BackupType, Compression, SyncStatus, sql_in
@@ -22,9 +23,15 @@ from api.states import BackupStatus, BackupType, Compression, SyncStatus, sql_in
 
 class SystemBackup(Base):
     __tablename__ = "system_backup"
+    # The names the catalog has: the first migration passed full names through the naming
+    # convention, which prefixed them once more; sync_status came later, in plain SQL.
     __table_args__ = (
-        CheckConstraint(sql_in("type", BackupType), name="type"),
-        CheckConstraint(sql_in("status", BackupStatus), name="status"),
+        CheckConstraint(
+            sql_in("type", BackupType), name=conv("ck_system_backup_ck_system_backup_type")
+        ),
+        CheckConstraint(
+            sql_in("status", BackupStatus), name=conv("ck_system_backup_ck_system_backup_status")
+        ),
         CheckConstraint(sql_in("sync_status", SyncStatus), name="sync_status"),
     )
 

@@ -39,9 +39,7 @@ class BackupOut(Schema):
     cloud_provider: str | None
     is_cloud_synced: bool
     sync_requested: bool
-    sync_status: SyncStatus = Field(
-        description="none, pending (waiting or to be retried), syncing, synced"
-    )
+    sync_status: SyncStatus
     sync_error: str | None
     sync_attempts: int
     next_sync_at: datetime | None

@@ -470,7 +470,7 @@ export interface components {
         };
         /**
          * AuditOutcome
-         * @description audit_log.outcome: how the audited action ended (no CHECK constraint).
+         * @description How an audited action went: started, completed, failed, or refused before it began.
          * @enum {string}
          */
         AuditOutcome: "started" | "completed" | "failed" | "refused";
@@ -558,7 +558,6 @@ export interface components {
             syncError: string | null;
             /** Syncrequested */
             syncRequested: boolean;
-            /** @description none, pending (waiting or to be retried), syncing, synced */
             syncStatus: components["schemas"]["SyncStatus"];
             /** Syncedat */
             syncedAt: string | null;
@@ -570,20 +569,19 @@ export interface components {
         };
         /**
          * BackupPhase
-         * @description system_backup.phase while a backup runs (None once it ended). The runner writes
-         *     `starting`; the progress flusher copies the tracker's labels, which people read.
+         * @description What a running backup is doing.
          * @enum {string}
          */
         BackupPhase: "starting" | "dumping database and archiving uploads" | "writing archive" | "verifying";
         /**
          * BackupStatus
-         * @description system_backup.status (CHECK ck_system_backup_status).
+         * @description Where a backup is: pending, in_progress, then completed or failed.
          * @enum {string}
          */
         BackupStatus: "pending" | "in_progress" | "completed" | "failed";
         /**
          * BackupType
-         * @description system_backup.type (CHECK ck_system_backup_type): what started the backup.
+         * @description What started a backup: a person, a schedule, a deploy (pre_update) or a restore.
          * @enum {string}
          */
         BackupType: "manual" | "scheduled" | "pre_update" | "pre_restore";
@@ -688,8 +686,7 @@ export interface components {
         };
         /**
          * RestorePhase
-         * @description system_restore.phase while a restore runs (None once it ended): the first three are
-         *     what the runner stores; the others are the progress labels people see.
+         * @description What a running restore is doing.
          * @enum {string}
          */
         RestorePhase: "verifying" | "safety backup" | "restoring" | "verifying archive" | "taking the pre_restore safety backup" | "restoring database and uploads";
@@ -709,7 +706,7 @@ export interface components {
         };
         /**
          * RestoreStatus
-         * @description system_restore.status (no CHECK constraint in the catalog).
+         * @description Where a restore is: pending, in_progress, then completed or failed.
          * @enum {string}
          */
         RestoreStatus: "pending" | "in_progress" | "completed" | "failed";
@@ -842,7 +839,7 @@ export interface components {
         };
         /**
          * SyncStatus
-         * @description system_backup.sync_status (CHECK ck_system_backup_sync_status): the cloud copy.
+         * @description The cloud copy: none, pending (waiting or to be retried), syncing, synced.
          * @enum {string}
          */
         SyncStatus: "none" | "pending" | "syncing" | "synced";
