@@ -23,6 +23,7 @@ from api.errors import AppError
 from api.operations import Operations, recovery
 from api.progress import ProgressView
 from api.services import Services, open_services
+from api.states import CLI_BACKUP_TYPES, BackupStatus, BackupType
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -189,7 +190,7 @@ def main(verbose: bool) -> None:
     "kind",
     default="manual",
     show_default=True,
-    type=click.Choice(["manual", "pre_update", "scheduled"]),
+    type=click.Choice([kind.value for kind in CLI_BACKUP_TYPES]),
     help="Why the backup is taken (pre_update: CI before a deploy).",
 )
 @click.option("--description", help="A note stored with the backup.")
@@ -337,10 +338,8 @@ def verify(archive: str) -> None:
 
 @main.command(name="list")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--status", type=click.Choice(["pending", "in_progress", "completed", "failed"]))
-@click.option(
-    "--type", "kind", type=click.Choice(["manual", "scheduled", "pre_update", "pre_restore"])
-)
+@click.option("--status", type=click.Choice([status.value for status in BackupStatus]))
+@click.option("--type", "kind", type=click.Choice([kind.value for kind in BackupType]))
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts.")
 def list_command(limit: int, status: str | None, kind: str | None, as_json: bool) -> None:
     """List catalogued backups, newest first."""

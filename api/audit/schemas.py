@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from api.schemas import Schema
+from api.states import AuditOutcome
 
 
 class AuditOut(Schema):
@@ -14,7 +15,7 @@ class AuditOut(Schema):
     actor: str
     action: str
     target: str | None
-    outcome: str
+    outcome: AuditOutcome
     detail: dict[str, Any] | None
     client_address: str | None
 

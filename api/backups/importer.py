@@ -18,10 +18,11 @@ from api.archive.reader import VerifiedArchive, archive_stem, read_archive
 from api.archive.writer import partial_path, read_sidecar
 from api.audit import service as audit
 from api.backups import service
-from api.backups.models import BACKUP_TYPES, SystemBackup
+from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import ArchiveError, UnsafePath
 from api.services import Services
+from api.states import BackupStatus, BackupType, SyncStatus
 from api.storage.base import StorageError
 
 log = logging.getLogger("nexus_backup.import")
@@ -40,14 +41,14 @@ def _record(
 ) -> SystemBackup:
     manifest = verified.manifest
     name = service.check_name(manifest.name if manifest else archive_stem(Path(path_or_key)))
-    kind = manifest.type if manifest and manifest.type in BACKUP_TYPES else "manual"
+    kind = manifest.type if manifest and manifest.type in tuple(BackupType) else BackupType.manual
     created = manifest.created_at if manifest else datetime.now(UTC)
     return SystemBackup(
         id=service.new_id(),
         name=name,
         description="imported by nexus-backup catalog import",
         type=kind,
-        status="completed",
+        status=BackupStatus.completed,
         file_path=path_or_key if local else None,
         file_size=verified.size,
         checksum=verified.sha256,
@@ -55,7 +56,7 @@ def _record(
         cloud_path=None if local else path_or_key,
         cloud_provider=None if local else provider,
         is_cloud_synced=not local,
-        sync_status="none" if local else "synced",
+        sync_status=SyncStatus.none if local else SyncStatus.synced,
         table_count=manifest.database.table_count if manifest else None,
         record_count=manifest.database.record_count if manifest else None,
         uploaded_files_count=(

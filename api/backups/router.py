@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -42,13 +42,12 @@ from api.operations import BackupOp, DeleteOp, RestoreOp, SyncOp, VerifyOp
 from api.restores.runner import RestoreRequest
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
+from api.states import BackupStatus, BackupType
 from api.storage import service as storage
 from api.storage.base import CHUNK_SIZE, StorageError
 from api.storage.s3 import content_disposition
 
 router = APIRouter(prefix="/backups", tags=["backups"])
-Status = Literal["pending", "in_progress", "completed", "failed"]
-Kind = Literal["manual", "scheduled", "pre_update", "pre_restore"]
 
 
 def to_out(backup: SystemBackup) -> BackupOut:
@@ -73,8 +72,8 @@ async def list_backups(
     _: AdminDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    status: Status | None = None,
-    type: Kind | None = None,
+    status: BackupStatus | None = None,
+    type: BackupType | None = None,
 ) -> BackupList:
     """Backups, newest first."""
     rows = await service.list_backups(session, limit=limit, offset=offset, status=status, kind=type)

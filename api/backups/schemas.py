@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import Field, computed_field
 
+from api.backups.names import BackupName
 from api.schemas import Schema
+from api.states import BackupPhase, BackupStatus, BackupType, Compression, SyncStatus
 
 
 class Progress(Schema):
-    phase: str | None
+    phase: BackupPhase | None
     bytes_done: int
     bytes_total: int | None
 
@@ -27,19 +29,17 @@ class BackupOut(Schema):
     id: str
     name: str
     description: str | None
-    type: str
-    status: str
+    type: BackupType
+    status: BackupStatus
     file_path: str | None
     file_size: int | None
     checksum: str | None
-    compression: str
+    compression: Compression
     cloud_path: str | None
     cloud_provider: str | None
     is_cloud_synced: bool
     sync_requested: bool
-    sync_status: str = Field(
-        description="none, pending (waiting or to be retried), syncing, synced"
-    )
+    sync_status: SyncStatus
     sync_error: str | None
     sync_attempts: int
     next_sync_at: datetime | None
@@ -67,15 +67,9 @@ class BackupList(Schema):
 
 
 class BackupCreate(Schema):
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="Becomes the archive's file name; default gk-nexus-backup-YYYYMMDD-HHMMSS",
-    )
+    name: BackupName | None = None
     description: str | None = Field(default=None, max_length=2000)
-    type: Literal["manual", "pre_update"] = "manual"
+    type: Literal[BackupType.manual, BackupType.pre_update] = BackupType.manual
     sync_to_cloud: bool = Field(default=False, description="Upload to cloud storage when done")
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.backups.models import BACKUP_TYPES, SystemBackup
+from api.backups.models import SystemBackup
+from api.backups.names import ARCHIVE_SUFFIXES as ARCHIVE_SUFFIXES
+from api.backups.names import NAME_PATTERN as NAME_PATTERN
+from api.backups.names import check_name as check_name
 from api.errors import BadRequest, Conflict, NotFound
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tar.zst", ".tgz")
+from api.states import BackupType
 
 
 def now() -> datetime:
@@ -33,22 +34,9 @@ def default_name(kind: str, at: datetime | None = None) -> str:
     return f"{prefix}-{stamp}"
 
 
-def check_name(name: str) -> str:
-    """A backup name is also a file name: letters, digits, '.', '_', '-'; no path, no '..'."""
-    for suffix in ARCHIVE_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise BadRequest(
-            f"invalid backup name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (it becomes the archive's file name)"
-        )
-    return name
-
-
 def check_type(kind: str) -> str:
-    if kind not in BACKUP_TYPES:
-        raise BadRequest(f"invalid backup type {kind!r}: use one of {', '.join(BACKUP_TYPES)}")
+    if kind not in tuple(BackupType):
+        raise BadRequest(f"invalid backup type {kind!r}: use one of {', '.join(BackupType)}")
     return kind
 
 

@@ -20,6 +20,14 @@ from api.restores import service as restores
 from api.schedules import service as schedules
 from api.schedules.models import BackupSchedule
 from api.services import Services
+from api.states import (
+    AuditOutcome,
+    BackupPhase,
+    BackupStatus,
+    BackupType,
+    OperationKind,
+    SyncStatus,
+)
 
 log = logging.getLogger("nexus_backup.backups")
 
@@ -58,12 +66,12 @@ class BackupOp(Mutation[SystemBackup]):
     failure of the backup itself is recorded and returned, not raised)."""
 
     name: str | None = None
-    type: str = "manual"
+    type: str = BackupType.manual
     description: str | None = None
     schedule_id: str | None = None
     sync_to_cloud: bool = False
 
-    kind = "backup"
+    kind = OperationKind.backup
 
     async def prepare(self, ctx: Context) -> None:
         kind = service.check_type(self.type)
@@ -85,7 +93,7 @@ class BackupOp(Mutation[SystemBackup]):
                 name=name,
                 description=description,
                 type=kind,
-                status="pending",
+                status=BackupStatus.pending,
                 compression=services.settings.backup_compression.value,
                 is_cloud_synced=False,
                 progress_bytes=0,
@@ -100,7 +108,7 @@ class BackupOp(Mutation[SystemBackup]):
                 ctx.caller,
                 action="backup.create",
                 target=name,
-                outcome="started",
+                outcome=AuditOutcome.started,
                 detail={"id": backup.id, "type": kind},
             )
         self.id, self.record = backup.id, backup
@@ -112,9 +120,9 @@ class BackupOp(Mutation[SystemBackup]):
         backup_id = self.id
         async with transaction(ctx.services.sessions) as session:
             backup = await service.get(session, backup_id)
-            backup.status = "in_progress"
+            backup.status = BackupStatus.in_progress
             backup.started_at = service.now()
-            backup.phase = "starting"
+            backup.phase = BackupPhase.starting
             name, kind, created_at = backup.name, backup.type, backup.created_at
         try:
             made = await runner.archive(ctx.services, name, kind, created_at, ctx.tracker)
@@ -122,14 +130,14 @@ class BackupOp(Mutation[SystemBackup]):
             reason = runner.reason(error)
             async with transaction(ctx.services.sessions) as session:
                 backup = await service.get(session, backup_id)
-                backup.status, backup.error_message = "failed", reason
+                backup.status, backup.error_message = BackupStatus.failed, reason
                 backup.completed_at, backup.phase = service.now(), None
                 await audit.entry(
                     session,
                     ctx.caller,
                     action="backup.run",
                     target=name,
-                    outcome="failed",
+                    outcome=AuditOutcome.failed,
                     detail={"id": backup_id, "type": kind, "error": reason},
                 )
             log.error("backup %s (%s) failed: %s", name, backup_id, reason)
@@ -139,7 +147,7 @@ class BackupOp(Mutation[SystemBackup]):
         manifest = made.manifest
         async with transaction(ctx.services.sessions) as session:
             backup = await service.get(session, backup_id)
-            backup.status = "completed"
+            backup.status = BackupStatus.completed
             backup.file_path = str(made.path)
             backup.file_size, backup.checksum = made.size, made.sha256
             backup.table_count = manifest.database.table_count
@@ -151,13 +159,13 @@ class BackupOp(Mutation[SystemBackup]):
             backup.phase = None
             backup.progress_bytes = backup.progress_total = made.size
             if backup.sync_requested:  # a process that dies before the upload leaves it due
-                backup.sync_status, backup.next_sync_at = "pending", service.now()
+                backup.sync_status, backup.next_sync_at = SyncStatus.pending, service.now()
             await audit.entry(
                 session,
                 ctx.caller,
                 action="backup.run",
                 target=name,
-                outcome="completed",
+                outcome=AuditOutcome.completed,
                 detail={"id": backup_id, "type": kind, "size": made.size, "sha256": made.sha256},
             )
         return backup
@@ -168,7 +176,7 @@ class BackupOp(Mutation[SystemBackup]):
         assert self.id is not None
         async with transaction(ctx.services.sessions) as session:
             backup = await session.get(SystemBackup, self.id)
-            if backup is not None and backup.status == "in_progress":
+            if backup is not None and backup.status == BackupStatus.in_progress:
                 backup.phase, backup.progress_bytes, backup.progress_total = phase, done, total
 
 
@@ -194,7 +202,7 @@ class ScheduledBackupOp(BackupOp):
             if schedule is None or not await schedules.claim(session, schedule, self.fire_time, at):
                 raise NotDue(self.schedule_id)
             ctx.caller = Caller(f"schedule:{schedule.name}")
-            self.type = "scheduled"
+            self.type = BackupType.scheduled
             self.sync_to_cloud = schedule.sync_to_cloud
             self.retention_days = schedule.retention_days
             self.description = (

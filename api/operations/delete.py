@@ -27,6 +27,7 @@ from api.operations.engine import Context, Operation
 from api.restores import service as restores
 from api.schedules import retention
 from api.services import Services
+from api.states import AuditOutcome, BackupStatus, OperationKind, SyncStatus
 from api.storage import service as storage
 from api.storage.base import StorageError
 
@@ -41,7 +42,7 @@ class DeleteOp(Operation[SystemBackup]):
     action: str = "backup.delete"
     detail: dict[str, object] = field(default_factory=dict)
 
-    kind = "delete"
+    kind = OperationKind.delete
 
     async def check(self, ctx: Context) -> None:
         services, actor, address = ctx.services, ctx.caller.actor, ctx.caller.address
@@ -68,7 +69,7 @@ class DeleteOp(Operation[SystemBackup]):
                 ctx.caller,
                 action=self.action,
                 target=backup.name,
-                outcome="completed",
+                outcome=AuditOutcome.completed,
                 detail={"id": backup.id, **self.detail},
             )
         try:
@@ -83,7 +84,7 @@ class DeleteOp(Operation[SystemBackup]):
                     ctx.caller,
                     action=self.action,
                     target=undone.name,
-                    outcome="failed",
+                    outcome=AuditOutcome.failed,
                     detail={"id": undone.id, "error": str(error), "undone": True},
                 )
             raise Unavailable(
@@ -96,9 +97,9 @@ class DeleteOp(Operation[SystemBackup]):
 def _check_idle(backup: SystemBackup, restoring: object) -> None:
     if any(r.backup_id == backup.id for r in restoring):  # type: ignore[attr-defined]
         raise Conflict(f"backup {backup.name!r} is being restored; wait for it to finish")
-    if backup.status in ("pending", "in_progress"):
+    if backup.status in (BackupStatus.pending, BackupStatus.in_progress):
         raise Conflict(f"backup {backup.name!r} is {backup.status}; wait for it to finish")
-    if backup.sync_status == "syncing":
+    if backup.sync_status == SyncStatus.syncing:
         raise Conflict(f"backup {backup.name!r} is being uploaded; wait for it to finish")
 
 
@@ -157,7 +158,7 @@ class RetentionOp(Operation[list[str]]):
     retention_days: int | None
     at: datetime
 
-    kind = "retention"
+    kind = OperationKind.retention
 
     async def run(self, ctx: Context) -> list[str]:
         async with transaction(ctx.services.sessions) as session:

@@ -15,6 +15,7 @@ from api.operations.delete import RetentionOp
 from api.operations.engine import Context, Hook
 from api.operations.sync import SyncOp
 from api.schedules import service as schedules
+from api.states import BackupStatus
 
 log = logging.getLogger("nexus_backup.operations")
 
@@ -25,14 +26,14 @@ async def count_schedule_outcome(
     if isinstance(operation, ScheduledBackupOp) and operation.schedule_id:
         async with transaction(ctx.services.sessions) as session:
             await schedules.count_outcome(
-                session, operation.schedule_id, backup.status == "completed"
+                session, operation.schedule_id, backup.status == BackupStatus.completed
             )
     return backup
 
 
 async def apply_retention(ctx: Context, operation: BackupOp, backup: SystemBackup) -> SystemBackup:
     """After a successful scheduled backup: let go what the schedule's retention lets go."""
-    if isinstance(operation, ScheduledBackupOp) and backup.status == "completed":
+    if isinstance(operation, ScheduledBackupOp) and backup.status == BackupStatus.completed:
         assert operation.schedule_id is not None
         assert operation.at is not None
         await ctx.child(RetentionOp(operation.schedule_id, operation.retention_days, operation.at))
@@ -41,7 +42,7 @@ async def apply_retention(ctx: Context, operation: BackupOp, backup: SystemBacku
 
 async def sync_if_asked(ctx: Context, operation: BackupOp, backup: SystemBackup) -> SystemBackup:
     """Upload a completed backup that asked for it (after the mutation lock is released)."""
-    if backup.status != "completed" or not backup.sync_requested:
+    if backup.status != BackupStatus.completed or not backup.sync_requested:
         return backup
     if ctx.services.storage is None:
         return backup

@@ -18,7 +18,8 @@ from api import paths
 from api.archive.writer import PARTIAL_MARK
 from api.audit import service as audit
 from api.backups.models import SystemBackup
-from api.backups.service import NAME_PATTERN, now
+from api.backups.names import is_plain_name
+from api.backups.service import now
 from api.db import transaction
 from api.errors import Busy, UnsafePath
 from api.operations.backup import Mutation
@@ -27,6 +28,7 @@ from api.operations.engine import Context, Operations
 from api.restores import runner as restores
 from api.restores.models import SystemRestore
 from api.services import Services
+from api.states import OperationKind
 
 log = logging.getLogger("nexus_backup.recovery")
 INTERRUPTED = "interrupted: the process running it stopped before it finished"
@@ -35,7 +37,7 @@ INTERRUPTED = "interrupted: the process running it stopped before it finished"
 class RecoverOp(Mutation[list[str]]):
     """Recover what stopped processes left; the result is notes for the log."""
 
-    kind = "recovery"
+    kind = OperationKind.recovery
 
     async def busy(self, ctx: Context) -> Busy:
         return Busy("another live process holds the mutation lock")
@@ -60,7 +62,7 @@ async def recover(operations: Operations) -> list[str]:
 def _remove_unpublished(folder: Path, name: str) -> None:
     """Remove what an interrupted backup called `name` may have published in `folder`; a name
     that is not a plain file name, or a file that resolves outside `folder`, is refused."""
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+    if not is_plain_name(name):
         raise UnsafePath(f"refused: backup name {name!r} is not a plain file name", name)
     for suffix in (".tar.gz", ".tar.zst"):
         for path in (folder / f"{name}{suffix}", folder / f"{name}{suffix}.sha256"):

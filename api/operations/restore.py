@@ -17,6 +17,7 @@ from api.operations.engine import Context
 from api.restores import runner, service
 from api.restores.models import SystemRestore
 from api.restores.runner import RestoreRequest, RestoreResult, Target
+from api.states import AuditOutcome, BackupType, OperationKind, RestorePhase, RestoreStatus
 
 log = logging.getLogger("nexus_backup.restores")
 
@@ -30,7 +31,7 @@ class RestoreOp(Mutation[RestoreResult]):
     target: Target | None = field(default=None, init=False)
     record: SystemRestore | None = field(default=None, init=False)
 
-    kind = "restore"
+    kind = OperationKind.restore
 
     async def check(self, ctx: Context) -> None:
         if self.request.confirm is not None:
@@ -53,8 +54,8 @@ class RestoreOp(Mutation[RestoreResult]):
                 id=backups.new_id(),
                 backup_id=target.backup.id if target.backup else None,
                 archive_path=str(target.path.resolve()),
-                status="in_progress",
-                phase="verifying",
+                status=RestoreStatus.in_progress,
+                phase=RestorePhase.verifying,
                 dry_run=request.dry_run,
                 forced=request.force,
                 requested_by=ctx.caller.actor,
@@ -67,7 +68,7 @@ class RestoreOp(Mutation[RestoreResult]):
                 ctx.caller,
                 action="restore.dry_run" if request.dry_run else "restore.start",
                 target=target.path.name,
-                outcome="started",
+                outcome=AuditOutcome.started,
                 detail={"id": record.id},
             )
         self.id, self.record = record.id, record
@@ -82,11 +83,11 @@ class RestoreOp(Mutation[RestoreResult]):
             )
         except BaseException as error:
             reason = error.detail if isinstance(error, AppError) else runner.unexpected(error)
-            await self._finish(ctx, "failed", reason, action="restore.run")
+            await self._finish(ctx, RestoreStatus.failed, reason, action="restore.run")
             log.error("restore of %s failed: %s", name, reason)
             raise
         if outcome.plan is not None:
-            done = await self._finish(ctx, "completed", None, action="restore.dry_run")
+            done = await self._finish(ctx, RestoreStatus.completed, None, action="restore.dry_run")
             return RestoreResult(restore=done, plan=outcome.plan, warnings=outcome.warnings)
         safety = outcome.pre_restore
         assert safety is not None
@@ -99,7 +100,7 @@ class RestoreOp(Mutation[RestoreResult]):
             )
         done = await self._finish(
             ctx,
-            "failed" if problem else "completed",
+            RestoreStatus.failed if problem else RestoreStatus.completed,
             problem,
             action="restore.run",
             detail={"preRestoreBackupId": safety.id},
@@ -125,7 +126,11 @@ class RestoreOp(Mutation[RestoreResult]):
             done = await service.get(session, self.id)
             done.status, done.error_message = status, error
             done.completed_at, done.phase = backups.now(), None
-            extra = {"error": error} if status == "failed" or action == "restore.run" else {}
+            extra = (
+                {"error": error}
+                if status == RestoreStatus.failed or action == "restore.run"
+                else {}
+            )
             await audit.entry(
                 session,
                 ctx.caller,
@@ -148,7 +153,9 @@ class _Steps:
             (await service.get(session, self._operation.id)).phase = name
 
     async def safety_backup(self, description: str) -> SystemBackup:
-        safety = await self._ctx.child(BackupOp(type="pre_restore", description=description))
+        safety = await self._ctx.child(
+            BackupOp(type=BackupType.pre_restore, description=description)
+        )
         assert self._operation.id is not None
         async with transaction(self._ctx.services.sessions) as session:
             (await service.get(session, self._operation.id)).pre_restore_backup_id = safety.id

@@ -19,6 +19,7 @@ from api.db import transaction
 from api.errors import Conflict, UnsafePath
 from api.operations.engine import Context, Operation
 from api.services import Services
+from api.states import AuditOutcome, BackupStatus, OperationKind, SyncStatus
 from api.storage import service as storage
 from api.storage.base import StorageError
 
@@ -42,7 +43,7 @@ class SyncOp(Operation[SystemBackup]):
     size: int | None = field(default=None, init=False)
     checksum: str | None = field(default=None, init=False)
 
-    kind = "sync"
+    kind = OperationKind.sync
 
     async def check(self, ctx: Context) -> None:
         storage.require(ctx.services.storage)
@@ -50,18 +51,18 @@ class SyncOp(Operation[SystemBackup]):
     async def prepare(self, ctx: Context) -> None:
         async with transaction(ctx.services.sessions) as session:
             backup = await backups.get_visible(session, self.backup_id)
-            if backup.status != "completed" or not backup.file_path:
+            if backup.status != BackupStatus.completed or not backup.file_path:
                 raise Conflict(
                     f"backup {backup.name!r} is {backup.status}: only completed backups sync"
                 )
-            if backup.sync_status == "syncing":
+            if backup.sync_status == SyncStatus.syncing:
                 raise Conflict(f"backup {backup.name!r} is being synced already")
             # Checked before anything changes: a forged file_path must not upload a host file.
             path = await paths.archive_path(
                 ctx.services, backup, action="backup.sync", actor=ctx.caller.actor
             )
             assert path is not None
-            backup.sync_status, backup.sync_requested = "syncing", True
+            backup.sync_status, backup.sync_requested = SyncStatus.syncing, True
             self.id, self.name = backup.id, backup.name
             self.path, self.size, self.checksum = path, backup.file_size, backup.checksum
 
@@ -76,11 +77,15 @@ class SyncOp(Operation[SystemBackup]):
         except BaseException:
             async with transaction(ctx.services.sessions) as session:
                 backup = await backups.get_visible(session, self.backup_id)
-                backup.sync_status, backup.next_sync_at = "pending", datetime.now(UTC)
+                backup.sync_status, backup.next_sync_at = SyncStatus.pending, datetime.now(UTC)
             raise
         async with transaction(ctx.services.sessions) as session:
             backup = await backups.get_visible(session, self.backup_id)
-            backup.sync_status, backup.sync_error, backup.next_sync_at = "synced", None, None
+            backup.sync_status, backup.sync_error, backup.next_sync_at = (
+                SyncStatus.synced,
+                None,
+                None,
+            )
             backup.is_cloud_synced, backup.cloud_path = True, key
             backup.cloud_provider, backup.synced_at = store.name, datetime.now(UTC)
             await audit.entry(
@@ -88,7 +93,7 @@ class SyncOp(Operation[SystemBackup]):
                 ctx.caller,
                 action="backup.sync",
                 target=self.name,
-                outcome="completed",
+                outcome=AuditOutcome.completed,
                 detail={"id": self.backup_id, "key": key, "provider": store.name},
             )
         log.info("backup %s synced to %s as %s", self.name, store.name, key)
@@ -110,14 +115,14 @@ class SyncOp(Operation[SystemBackup]):
         async with transaction(ctx.services.sessions) as session:
             backup = await backups.get_visible(session, self.backup_id)
             backup.sync_attempts += 1
-            backup.sync_status, backup.sync_error = "pending", reason
+            backup.sync_status, backup.sync_error = SyncStatus.pending, reason
             backup.next_sync_at = datetime.now(UTC) + backoff(backup.sync_attempts)
             await audit.entry(
                 session,
                 ctx.caller,
                 action="backup.sync",
                 target=self.name,
-                outcome="failed",
+                outcome=AuditOutcome.failed,
                 detail={
                     "id": self.backup_id,
                     "error": reason,
@@ -140,7 +145,9 @@ async def request(services: Services, backup_id: str) -> None:
         await session.execute(
             update(SystemBackup)
             .where(SystemBackup.id == backup_id)
-            .values(sync_requested=True, sync_status="pending", next_sync_at=datetime.now(UTC))
+            .values(
+                sync_requested=True, sync_status=SyncStatus.pending, next_sync_at=datetime.now(UTC)
+            )
         )
 
 
@@ -153,8 +160,8 @@ async def claim_due(services: Services, at: datetime) -> list[str]:
         due = (
             await session.execute(
                 select(SystemBackup.id, SystemBackup.next_sync_at).where(
-                    SystemBackup.sync_status == "pending",
-                    SystemBackup.status == "completed",
+                    SystemBackup.sync_status == SyncStatus.pending,
+                    SystemBackup.status == BackupStatus.completed,
                     SystemBackup.deleted_at.is_(None),
                     SystemBackup.next_sync_at <= at,
                 )
@@ -167,7 +174,7 @@ async def claim_due(services: Services, at: datetime) -> list[str]:
                 update(SystemBackup)
                 .where(
                     SystemBackup.id == backup_id,
-                    SystemBackup.sync_status == "pending",
+                    SystemBackup.sync_status == SyncStatus.pending,
                     SystemBackup.next_sync_at == when,
                 )
                 .values(next_sync_at=at + LEASE)

@@ -20,6 +20,7 @@ from api.errors import ArchiveError, Busy
 from api.locks import DEEP_VERIFY_LOCK
 from api.operations.engine import Context, Operation
 from api.restores import runner as restores
+from api.states import AuditOutcome, OperationKind
 
 
 @dataclass
@@ -32,7 +33,7 @@ class VerifyOp(Operation[Verification]):
     backup: SystemBackup | None = field(default=None, init=False)
     path: Path | None = field(default=None, init=False)
 
-    kind = "verify"
+    kind = OperationKind.verify
 
     def lock_key(self) -> int | None:
         return DEEP_VERIFY_LOCK if self.deep else None
@@ -64,7 +65,7 @@ class VerifyOp(Operation[Verification]):
                 ctx.caller,
                 action="backup.verify",
                 target=self.backup.name,
-                outcome="completed" if result.ok else "failed",
+                outcome=AuditOutcome.completed if result.ok else AuditOutcome.failed,
                 detail={"id": self.backup.id, "deep": self.deep, "problem": result.problem},
             )
         return result
@@ -77,7 +78,7 @@ class ArchiveVerifyOp(Operation[Verification]):
 
     ref: str
 
-    kind = "verify"
+    kind = OperationKind.verify
 
     async def run(self, ctx: Context) -> Verification:
         target = await restores.resolve(ctx.services, self.ref, ctx.caller.actor)
@@ -90,9 +91,9 @@ class ArchiveVerifyOp(Operation[Verification]):
                 checksum_source=target.source,
             )
         except ArchiveError as error:
-            await _audit(ctx, target.path.name, "failed", {"error": error.detail})
+            await _audit(ctx, target.path.name, AuditOutcome.failed, {"error": error.detail})
             raise
-        await _audit(ctx, target.path.name, "completed", {"sha256": result.sha256})
+        await _audit(ctx, target.path.name, AuditOutcome.completed, {"sha256": result.sha256})
         return Verification(
             ok=True,
             sha256=result.sha256,

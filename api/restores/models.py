@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base
 
-RESTORE_STATUSES = ("pending", "in_progress", "completed", "failed")
-
 
 class SystemRestore(Base):
     __tablename__ = "system_restore"
@@ -20,6 +18,7 @@ class SystemRestore(Base):
         ForeignKey("system_backup.id", ondelete="SET NULL"), index=True
     )
     archive_path: Mapped[str] = mapped_column(Text)
+    # status and phase hold api.states RestoreStatus and RestorePhase values (no CHECK here).
     status: Mapped[str] = mapped_column(String(20))
     phase: Mapped[str | None] = mapped_column(String(40))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)

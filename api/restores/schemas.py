@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from api.schemas import Schema
+from api.states import RestorePhase, RestoreStatus
 
 
 class RestoreOut(Schema):
     id: str
     backup_id: str | None
     archive_path: str
-    status: str
-    phase: str | None
+    status: RestoreStatus
+    phase: RestorePhase | None
     dry_run: bool
     forced: bool
     pre_restore_backup_id: str | None

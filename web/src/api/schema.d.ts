@@ -464,19 +464,21 @@ export interface components {
             } | null;
             /** Id */
             id: number;
-            /** Outcome */
-            outcome: string;
+            outcome: components["schemas"]["AuditOutcome"];
             /** Target */
             target: string | null;
         };
+        /**
+         * AuditOutcome
+         * @description How an audited action went: started, completed, failed, or refused before it began.
+         * @enum {string}
+         */
+        AuditOutcome: "started" | "completed" | "failed" | "refused";
         /** BackupCreate */
         BackupCreate: {
             /** Description */
             description?: string | null;
-            /**
-             * Name
-             * @description Becomes the archive's file name; default gk-nexus-backup-YYYYMMDD-HHMMSS
-             */
+            /** Name */
             name?: string | null;
             /**
              * Synctocloud
@@ -514,8 +516,7 @@ export interface components {
             cloudProvider: string | null;
             /** Completedat */
             completedAt: string | null;
-            /** Compression */
-            compression: string;
+            compression: components["schemas"]["Compression"];
             /**
              * Createdat
              * Format: date-time
@@ -550,28 +551,45 @@ export interface components {
             schemaVersion: string | null;
             /** Startedat */
             startedAt: string | null;
-            /** Status */
-            status: string;
+            status: components["schemas"]["BackupStatus"];
             /** Syncattempts */
             syncAttempts: number;
             /** Syncerror */
             syncError: string | null;
             /** Syncrequested */
             syncRequested: boolean;
-            /**
-             * Syncstatus
-             * @description none, pending (waiting or to be retried), syncing, synced
-             */
-            syncStatus: string;
+            syncStatus: components["schemas"]["SyncStatus"];
             /** Syncedat */
             syncedAt: string | null;
             /** Tablecount */
             tableCount: number | null;
-            /** Type */
-            type: string;
+            type: components["schemas"]["BackupType"];
             /** Uploadedfilescount */
             uploadedFilesCount: number | null;
         };
+        /**
+         * BackupPhase
+         * @description What a running backup is doing.
+         * @enum {string}
+         */
+        BackupPhase: "starting" | "dumping database and archiving uploads" | "writing archive" | "verifying";
+        /**
+         * BackupStatus
+         * @description Where a backup is: pending, in_progress, then completed or failed.
+         * @enum {string}
+         */
+        BackupStatus: "pending" | "in_progress" | "completed" | "failed";
+        /**
+         * BackupType
+         * @description What started a backup: a person, a schedule, a deploy (pre_update) or a restore.
+         * @enum {string}
+         */
+        BackupType: "manual" | "scheduled" | "pre_update" | "pre_restore";
+        /**
+         * Compression
+         * @enum {string}
+         */
+        Compression: "gzip" | "zstd";
         /** DownloadLink */
         DownloadLink: {
             /**
@@ -623,8 +641,7 @@ export interface components {
             bytesTotal: number | null;
             /** Percent */
             readonly percent: number | null;
-            /** Phase */
-            phase: string | null;
+            phase: components["schemas"]["BackupPhase"] | null;
         };
         /** RestoreList */
         RestoreList: {
@@ -658,17 +675,21 @@ export interface components {
             forced: boolean;
             /** Id */
             id: string;
-            /** Phase */
-            phase: string | null;
+            phase: components["schemas"]["RestorePhase"] | null;
             /** Prerestorebackupid */
             preRestoreBackupId: string | null;
             /** Requestedby */
             requestedBy: string | null;
             /** Startedat */
             startedAt: string | null;
-            /** Status */
-            status: string;
+            status: components["schemas"]["RestoreStatus"];
         };
+        /**
+         * RestorePhase
+         * @description What a running restore is doing.
+         * @enum {string}
+         */
+        RestorePhase: "verifying" | "safety backup" | "restoring" | "verifying archive" | "taking the pre_restore safety backup" | "restoring database and uploads";
         /** RestoreRequestIn */
         RestoreRequestIn: {
             /**
@@ -683,6 +704,12 @@ export interface components {
              */
             force: boolean;
         };
+        /**
+         * RestoreStatus
+         * @description Where a restore is: pending, in_progress, then completed or failed.
+         * @enum {string}
+         */
+        RestoreStatus: "pending" | "in_progress" | "completed" | "failed";
         /** ScheduleCreate */
         ScheduleCreate: {
             /**
@@ -810,6 +837,12 @@ export interface components {
             /** Ok */
             ok: boolean;
         };
+        /**
+         * SyncStatus
+         * @description The cloud copy: none, pending (waiting or to be retried), syncing, synced.
+         * @enum {string}
+         */
+        SyncStatus: "none" | "pending" | "syncing" | "synced";
         /** ValidationError */
         ValidationError: {
             /** Context */
@@ -1051,8 +1084,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
-                status?: ("pending" | "in_progress" | "completed" | "failed") | null;
-                type?: ("manual" | "scheduled" | "pre_update" | "pre_restore") | null;
+                status?: components["schemas"]["BackupStatus"] | null;
+                type?: components["schemas"]["BackupType"] | null;
             };
             header?: never;
             path?: never;

@@ -8,10 +8,16 @@ import { Time } from '../components/Time'
 import { durationBetween, formatBytes, statusLabel } from '../format'
 
 const PAGE_SIZE = 10
-const STATUSES = ['pending', 'in_progress', 'completed', 'failed'] as const
-const TYPES = ['manual', 'scheduled', 'pre_update', 'pre_restore'] as const
-type Status = (typeof STATUSES)[number]
-type Kind = (typeof TYPES)[number]
+type Status = Schemas['BackupStatus']
+type Kind = Schemas['BackupType']
+
+/** The members of an API enum as a menu list: the compiler refuses an unknown or a missing one. */
+const everyOf =
+  <T extends string>() =>
+  <const L extends readonly T[]>(list: L & ([T] extends [L[number]] ? unknown : never)): L =>
+    list
+const STATUSES = everyOf<Status>()(['pending', 'in_progress', 'completed', 'failed'])
+const TYPES = everyOf<Kind>()(['manual', 'scheduled', 'pre_update', 'pre_restore'])
 
 const isRunning = (backup: Backup) => backup.status === 'pending' || backup.status === 'in_progress'
 
