@@ -55,8 +55,8 @@ check-api-types: install web/node_modules/.installed ## Fail when the web types 
 	  && rm -rf $$tmp && echo "web types match the API"
 
 .PHONY: run
-run: install web ## Serve on 127.0.0.1:8000 (embedded demo PostgreSQL unless DATABASE_URL is set)
-	$(BIN)/nexus-backup serve
+run: install web ## Serve a throwaway demo on 127.0.0.1:8000 (PostgreSQL and uploads in .data/)
+	$(BIN)/python -m nexus_dev serve
 
 .PHONY: test
 test: install web ## Run lint, types, the web checks and every test (e2e in Chromium included)

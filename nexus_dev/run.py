@@ -14,6 +14,7 @@ import asyncio
 import os
 import secrets
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -170,6 +171,9 @@ def serve(host: str, port: int, folder: Path) -> None:
     except (AppError, RuntimeError) as error:
         _fail(str(error.detail if isinstance(error, AppError) else error))
     get_settings.cache_clear()  # the demo's settings are in the environment now
+    # uvicorn shuts down on SIGTERM, then raises it again with the handler it found: make that
+    # an exit, so the cluster is stopped below rather than left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         cli.main(["serve", "--host", host, "--port", str(port)], prog_name="nexus-backup")
     finally:
