@@ -55,13 +55,13 @@ check-api-types: install web/node_modules/.installed ## Fail when the web types 
 	  && rm -rf $$tmp && echo "web types match the API"
 
 .PHONY: run
-run: install web ## Serve on 127.0.0.1:8000 (embedded demo PostgreSQL unless DATABASE_URL is set)
-	$(BIN)/nexus-backup serve
+run: install web ## Serve a throwaway demo on 127.0.0.1:8000 (PostgreSQL and uploads in .data/)
+	$(BIN)/python -m nexus_dev serve
 
 .PHONY: test
 test: install web ## Run lint, types, the web checks and every test (e2e in Chromium included)
-	$(BIN)/ruff check api migrations tests
-	$(BIN)/ruff format --check api migrations tests
+	$(BIN)/ruff check api nexus_dev migrations tests
+	$(BIN)/ruff format --check api nexus_dev migrations tests
 	$(BIN)/mypy
 	$(MAKE) check-api-types
 	cd web && npm test
@@ -69,16 +69,16 @@ test: install web ## Run lint, types, the web checks and every test (e2e in Chro
 
 .PHONY: lint
 lint: install ## ruff and mypy --strict
-	$(BIN)/ruff check api migrations tests
-	$(BIN)/ruff format --check api migrations tests
+	$(BIN)/ruff check api nexus_dev migrations tests
+	$(BIN)/ruff format --check api nexus_dev migrations tests
 	$(BIN)/mypy
 
 .PHONY: format
 format: install ## Format the code
-	$(BIN)/ruff format api migrations tests
-	$(BIN)/ruff check --fix api migrations tests
+	$(BIN)/ruff format api nexus_dev migrations tests
+	$(BIN)/ruff check --fix api nexus_dev migrations tests
 
 .PHONY: clean
 clean: ## Stop the demo database and remove .data/ (demo data) and .venv
-	-[ -d .data/pg/data ] && $(BIN)/python -c "from pathlib import Path; from api.embedded import LocalCluster; LocalCluster(Path('.data/pg')).stop()"
+	-[ -d .data/pg/data ] && $(BIN)/python -c "from pathlib import Path; from nexus_dev.cluster import LocalCluster; LocalCluster(Path('.data/pg')).stop()"
 	rm -rf .data $(VENV) web/node_modules web/dist

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -128,11 +127,14 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 def with_services(
     function: Callable[..., Awaitable[T]],
 ) -> Callable[..., Coroutine[Any, Any, T]]:
-    """Open the catalog (migrated), recover what a killed process left, run, close."""
+    """Open the catalog (migrated), recover what a killed process left, run, close. Every
+    command needs DATABASE_URL, even one that only reads a separate catalog."""
 
     @wraps(function)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
-        services = await open_services(get_settings())
+        settings = get_settings()
+        settings.require_database_url()
+        services = await open_services(settings)
         try:
             for note in await recovery.recover(Operations(services)):
                 click.echo(f"recovered: {note}", err=True)
@@ -407,31 +409,22 @@ def migrate(revision: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
-    """Serve the API. With no DATABASE_URL, start the embedded demo (PostgreSQL under .data/)."""
+    """Serve the API and the admin page on DATABASE_URL (required; `make run` serves a
+    throwaway demo instead)."""
     import uvicorn
 
     from api import serving
     from api.main import create_app
 
     settings = get_settings()
+    settings.require_database_url()
     settings.check_serving()
-    cluster = None
-    if settings.database_url is None:
-        from api import embedded_demo
-
-        cluster = _run(embedded_demo.start(Path(".data")))
-        get_settings.cache_clear()
-        settings = get_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
-    try:
-        app = create_app(settings)
-        server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))
-        server.run()
-        if not server.started:
-            _fail(f"the server did not start on {host}:{port}: the log above says why", 3)
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    app = create_app(settings)
+    server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))
+    server.run()
+    if not server.started:
+        _fail(f"the server did not start on {host}:{port}: the log above says why", 3)
 
 
 @main.command()

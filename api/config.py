@@ -150,10 +150,10 @@ class Settings(BaseSettings):
     def require_database_url(self) -> str:
         if self.database_url is None:
             raise ConfigError(
-                "DATABASE_URL is not set: set it to the application database, e.g. "
+                "DATABASE_URL is not set: set it to the application database's URL, e.g. "
                 "DATABASE_URL=postgresql://user:password@localhost:5432/gk_nexus "
-                "(in the environment or .env); for the demo, run `make run` and "
-                "`source .data/demo.env`"
+                "(in the environment or .env), or run `make run` for a throwaway demo "
+                "(then `source .data/demo.env` for its settings)"
             )
         return self.database_url.get_secret_value()
 

@@ -26,10 +26,10 @@ import pytest
 from fastapi import FastAPI
 
 from api.config import Settings
-from api.demo import seed_demo
-from api.embedded import LocalCluster
 from api.operations import Operations
 from api.services import Services, open_services
+from nexus_dev.cluster import LocalCluster
+from nexus_dev.demo import seed_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "demo_template"

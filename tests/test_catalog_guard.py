@@ -25,13 +25,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from api import embedded_demo
 from api.auth import service as auth
 from api.backups import service as backup_service
 from api.backups import verify as verifier
 from api.db import transaction
 from api.services import open_services
 from api.sources.postgres import DatabaseRestore, restore_committed
+from nexus_dev import run as embedded_demo
 from tests.conftest import App, SeparateApp, database_state, tree_state
 
 FORGED_SECRET = "nxb_forged-owner-token-from-a-crafted-dump"

@@ -1,11 +1,16 @@
-"""Tests for the throwaway PostgreSQL cluster (api.embedded) and the demo data (api.demo)."""
+"""Tests for the development helpers kept apart in nexus_dev: the throwaway PostgreSQL cluster
+(nexus_dev.cluster), the demo data (nexus_dev.demo), and that the service never starts a demo
+by itself (no DATABASE_URL is a one-line refusal, and `api` works without nexus_dev)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from api.demo import ALEMBIC_HEAD, DemoSummary, seed_demo
-from api.embedded import LocalCluster
+from nexus_dev.cluster import LocalCluster
+from nexus_dev.demo import ALEMBIC_HEAD, DemoSummary, seed_demo
 
 
 def _cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
@@ -258,3 +263,97 @@ def test_create_database_from_template(
         assert cluster.psql("demo_copy", "SELECT count(*) FROM clients") == "300\n"
     finally:
         cluster.drop_database("demo_copy")
+
+
+# -- the service never starts a demo by itself ----------------------------------------------
+
+API_DIR = Path(__file__).resolve().parent.parent / "api"
+MISSING_DATABASE_URL = "nexus-backup: error: DATABASE_URL is not set: "
+
+
+def _run_without_database_url(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `args` with this Python in `cwd` (no .env there), DATABASE_URL and
+    CATALOG_DATABASE_URL removed from the environment."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "CATALOG_DATABASE_URL")
+    }
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _assert_one_line_refusal(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{proc.stderr}"
+    assert lines[0].startswith(MISSING_DATABASE_URL), lines[0]
+    assert "make run" in lines[0], "the message should say how to get a demo"
+
+
+def test_serve_without_database_url_refuses_in_one_line_and_starts_no_demo(
+    tmp_path: Path,
+) -> None:
+    proc = _run_without_database_url(tmp_path, "-m", "api", "serve", "--port", "1")
+    _assert_one_line_refusal(proc)
+    assert not (tmp_path / ".data").exists(), "serve started an embedded demo cluster"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_without_database_url_refuses_in_one_line(tmp_path: Path) -> None:
+    proc = _run_without_database_url(tmp_path, "-m", "api", "list")
+    _assert_one_line_refusal(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_api_imports_and_runs_without_nexus_dev(tmp_path: Path) -> None:
+    code = """
+import importlib, pkgutil, sys
+sys.modules["nexus_dev"] = None  # any import of it now fails
+import api, api.cli, api.main
+for module in pkgutil.walk_packages(api.__path__, "api."):
+    if module.name != "api.__main__":
+        importlib.import_module(module.name)
+sys.argv = ["nexus-backup", "--help"]
+api.cli.main()
+"""
+    proc = _run_without_database_url(tmp_path, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert "serve" in proc.stdout
+
+
+def test_no_module_of_api_imports_nexus_dev() -> None:
+    offenders = []
+    for path in sorted(API_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "nexus_dev" for name in names):
+                offenders.append(f"{path.relative_to(API_DIR.parent)}:{node.lineno}")
+    assert offenders == [], "api must not depend on the development helpers"
+
+
+def test_the_demo_launcher_refuses_bad_settings_before_starting_a_cluster(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("NEXUS_JWT_SECRET=too-short\n", encoding="utf-8")
+    proc = _run_without_database_url(tmp_path, "-m", "nexus_dev", "serve", "--port", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "nexus_dev: error: NEXUS_JWT_SECRET must be at least 32 bytes: generate one with "
+        "`openssl rand -hex 32`"
+    ]
+    assert not (tmp_path / ".data").exists()

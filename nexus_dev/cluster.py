@@ -348,7 +348,7 @@ class LocalCluster:
     def _write_server_conf(self, port: int) -> None:
         path = self.pgdata / _CONF_NAME
         path.write_text(
-            "# Written by api.embedded.LocalCluster on every start; edits are lost.\n"
+            "# Written by nexus_dev.cluster.LocalCluster on every start; edits are lost.\n"
             f"listen_addresses = {_conf_string(HOST)}\n"
             f"port = {port}\n"
             f"unix_socket_directories = {_conf_string(str(self.run_dir))}\n"

@@ -1,22 +1,29 @@
-"""The embedded default of `make run`: a throwaway PostgreSQL under .data/ with demo data.
+"""`make run`: a throwaway PostgreSQL under .data/ with demo data, then `nexus-backup serve`.
 
-It is set up the stronger way (docs/CATALOG.md): the app database `gk_nexus` is owned by the
+`python -m nexus_dev serve` is the only way in: the service itself (`nexus-backup serve`) never
+starts a demo, it refuses to start without DATABASE_URL.
+
+The demo is set up the stronger way (docs/CATALOG.md): the app database `gk_nexus` is owned by the
 non-superuser role `nexus_app` (CREATEDB, for deep verify), and the catalog lives in its own
 database `nexus_catalog`, owned by the role `nexus_catalog`, which `nexus_app` may not connect to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shlex
+import signal
+import sys
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import click
 
-from api.demo import seed_demo
-from api.embedded import HOST, SUPERUSER, LocalCluster, quote_ident
+from nexus_dev.cluster import HOST, SUPERUSER, LocalCluster, quote_ident
+from nexus_dev.demo import seed_demo
 
 DEMO_DATABASE = "gk_nexus"
 DEMO_APP_VERSION = "1.0.0"
@@ -125,3 +132,49 @@ async def start(folder: Path) -> LocalCluster:
         err=True,
     )
     return cluster
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"nexus_dev: error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Development helpers for Nexus Backup: the throwaway demo behind `make run`.
+
+    Not for production: point `nexus-backup serve` at your own DATABASE_URL there.
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--data",
+    "folder",
+    default=Path(".data"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo cluster, its uploads and demo.env live.",
+)
+def serve(host: str, port: int, folder: Path) -> None:
+    """Start (or reuse) the demo PostgreSQL and data under DATA, run `nexus-backup serve`
+    against it, and stop the cluster when the server stops."""
+    from api.cli import main as cli
+    from api.config import get_settings
+    from api.errors import AppError
+
+    try:
+        get_settings().check_serving()  # refuse before starting anything
+        cluster = asyncio.run(start(folder))
+    except (AppError, RuntimeError) as error:
+        _fail(str(error.detail if isinstance(error, AppError) else error))
+    get_settings.cache_clear()  # the demo's settings are in the environment now
+    # uvicorn shuts down on SIGTERM, then raises it again with the handler it found: make that
+    # an exit, so the cluster is stopped below rather than left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        cli.main(["serve", "--host", host, "--port", str(port)], prog_name="nexus-backup")
+    finally:
+        cluster.stop()
