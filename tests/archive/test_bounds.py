@@ -29,8 +29,7 @@ from api.archive.reader import Staging, read_archive
 from api.archive.streams import CHUNK, ZSTD_MAX_WINDOW, ZstdReader
 from api.config import Compression
 from api.errors import ArchiveError
-from tests.conftest import ROOT, App, tree_state
-from tests.test_archive import (
+from tests.archive.test_reader import (
     DB_SQL,
     MTIME_NS,
     Member,
@@ -44,6 +43,7 @@ from tests.test_archive import (
     valid_members,
     write_tar,
 )
+from tests.conftest import ROOT, App, tree_state
 
 GIB = 1 << 30
 PEAK_LIMIT_KIB = 256 * 1024

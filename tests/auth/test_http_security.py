@@ -31,15 +31,15 @@ from api.config import Settings
 from api.db import transaction
 from api.errors import BadRequest, ConfigError
 from api.main import create_app
-from tests.conftest import Api, App, serve
-from tests.test_api_security import (
+from tests.auth.test_api_security import (
     JWT_SECRET,
     PASSWORD,
     _assert_error,
     _bearer,
     _session_cookie,
 )
-from tests.test_api_security import _jwt as _jwt_now
+from tests.auth.test_api_security import _jwt as _jwt_now
+from tests.conftest import ROOT, Api, App, serve
 
 ADMIN_ROLES = ("OWNER", "GCMC_MANAGER", "KAJ_MANAGER")
 START = datetime(2031, 5, 6, 7, 8, 0, tzinfo=UTC)  # a fixed instant on a minute boundary
@@ -602,7 +602,7 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     """The CSP forbids inline scripts and styles: web/index.html (which Vite turns into
     web/dist/index.html, adding only a module script and a stylesheet from /app/assets) must
     load its code from files."""
-    index = Path(__file__).resolve().parent.parent / "web" / "index.html"
+    index = ROOT / "web" / "index.html"
     html = index.read_text()
     scripts = [part.split(">", 1) for part in html.split("<script")[1:]]
     assert scripts, html
