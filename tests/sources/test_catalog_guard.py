@@ -437,19 +437,19 @@ def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(ap
     env["PGPASSWORD"] = app.cluster.password
     psql = [str(app.cluster.bin("psql")), "-X", "-q", "-h", "127.0.0.1", "-U", "nexus"]
     holder = subprocess.Popen(
-        [*psql, "-p", str(app.cluster.port), "-v", "ON_ERROR_STOP=1", app.database],
+        [*psql, "-t", "-A", "-p", str(app.cluster.port), "-v", "ON_ERROR_STOP=1", app.database],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         env=env,
         text=True,
     )
     assert holder.stdin is not None
-    holder.stdin.write("SELECT pg_advisory_lock(4242);\n")
+    assert holder.stdout is not None
+    # psql answers once the lock is granted: reading its answer waits for exactly that.
+    holder.stdin.write("SELECT 'locked' FROM pg_advisory_lock(4242);\n")
     holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "locked", "the test could not take the lock"
     granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
-    while app.sql(granted + " AND granted").strip() != "1":
-        assert holder.poll() is None
-        time.sleep(0.1)
     restore = subprocess.Popen(
         [sys.executable, "-m", "api", "restore", str(forged), "--yes"],
         cwd=app.root,
@@ -467,6 +467,7 @@ def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(ap
         holder.stdin.write("SELECT pg_advisory_unlock(4242);\n\\q\n")
         holder.stdin.close()
         holder.wait(timeout=60)
+        holder.stdout.close()
     _, err = restore.communicate(timeout=300)
     assert restore.returncode == 0, err
     assert token_works(app, secret), "the token made during the restore is lost"

@@ -1,6 +1,7 @@
 """api.archive.sqlscan: what a pg_dump plain dump may hold before psql sees it. Pure: no database.
 
-Real pg_dump output is checked in test_dump_security.py (it needs the test cluster).
+Real pg_dump output is checked in tests/sources/test_dump_security.py (it needs the test
+cluster).
 """
 
 from __future__ import annotations

@@ -32,9 +32,18 @@ from starlette.routing import BaseRoute
 from api.auth import service as auth
 from api.db import transaction
 from api.main import create_app
+from tests.auth.helpers import (
+    ADMIN_ROLES,
+    JWT_SECRET,
+    PASSWORD,
+    SESSION_COOKIE,
+    assert_error,
+    bearer,
+    make_jwt,
+    session_cookie,
+)
 from tests.conftest import Api, App, serve, tree_state
 
-ADMIN_ROLES = ("OWNER", "GCMC_MANAGER", "KAJ_MANAGER")
 # Operations that need no credentials: liveness, logging in, and the signed archive link
 # (its signature is the credential).
 UNPROTECTED = {"health", "auth_login", "backup_file"}
@@ -60,9 +69,6 @@ OTHER_OPERATIONS = {
 }
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options"}
 DUMMY_ID = "00000000-0000-4000-8000-000000000000"
-JWT_SECRET = "gk-nexus-test-jwt-secret-" + "s" * 40
-PASSWORD = "correct horse battery staple"
-SESSION_COOKIE = "nexus_session"
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -105,18 +111,6 @@ def _request_for(path: str, operation: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def _assert_error(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.request.url, response.text)
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    body = response.json()
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == kind, body
-    assert isinstance(body["detail"], str)
-    assert body["detail"].strip(), body
-    assert "Traceback" not in response.text
-    return dict(body)
-
-
 def _catalog_counts(app: App) -> str:
     """Row counts of every catalog table but the audit log (refusals are audited)."""
     return app.sql(
@@ -150,16 +144,6 @@ async def _login(api: Api, email: str, password: str) -> httpx.Response:
     return response
 
 
-def _session_cookie(response: httpx.Response) -> tuple[str, list[str]]:
-    """The nexus_session value of a Set-Cookie header and its attributes, lower-cased."""
-    for header in response.headers.get_list("set-cookie"):
-        pair, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = pair.partition("=")
-        if name == SESSION_COOKIE:
-            return value, [a.lower() for a in attributes]
-    raise AssertionError(f"no {SESSION_COOKIE} cookie set: {response.headers}")
-
-
 def _cookie(value: str, csrf: str | None = None) -> dict[str, str]:
     headers = {"Cookie": f"{SESSION_COOKIE}={value}"}
     if csrf is not None:
@@ -175,10 +159,6 @@ async def _client(app: App, **overrides: object) -> AsyncIterator[httpx.AsyncCli
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -238,20 +218,20 @@ async def test_every_protected_route_refuses_anonymous_and_non_admin_callers(api
     for method, path, operation in protected:
         request = _request_for(path, operation)
         anonymous = await api.client.request(method, **request)
-        body = _assert_error(anonymous, 401, "Unauthorized")
+        body = assert_error(anonymous, 401, "Unauthorized")
         assert "bearer" in anonymous.headers.get("www-authenticate", "").lower(), (
             method,
             path,
             anonymous.headers,
         )
         refused = await api.client.request(method, headers=accountant, **request)
-        body = _assert_error(refused, 403, "Forbidden")
+        body = assert_error(refused, 403, "Forbidden")
         assert all(role in body["detail"] for role in ADMIN_ROLES), (method, path, body)
         assert "ACCOUNTANT" in body["detail"], body
         bogus = await api.client.request(
-            method, headers=_bearer("nxb_" + secrets.token_urlsafe(32)), **request
+            method, headers=bearer("nxb_" + secrets.token_urlsafe(32)), **request
         )
-        _assert_error(bogus, 401, "Unauthorized")
+        assert_error(bogus, 401, "Unauthorized")
 
     # Nothing was created, started or deleted by the refused calls.
     assert _catalog_counts(api.app) == counts
@@ -277,7 +257,7 @@ async def test_cookie_login_csrf_and_logout(api: Api) -> None:
     await api.user("admin@gk.test", PASSWORD, "OWNER")
 
     wrong = await _login(api, "admin@gk.test", PASSWORD + "!")
-    wrong_body = _assert_error(wrong, 401, "Unauthorized")
+    wrong_body = assert_error(wrong, 401, "Unauthorized")
     assert not wrong.headers.get_list("set-cookie")
     unknown = await _login(api, "nobody@gk.test", PASSWORD)
     assert unknown.status_code == 401
@@ -295,7 +275,7 @@ async def test_cookie_login_csrf_and_logout(api: Api) -> None:
     csrf = login["csrfToken"]
     assert isinstance(csrf, str)
     assert len(csrf) >= 16
-    cookie, attributes = _session_cookie(right)
+    cookie, attributes = session_cookie(right)
     assert len(cookie) >= 32
     assert "httponly" in attributes, attributes
     assert "samesite=strict" in attributes, attributes
@@ -313,7 +293,7 @@ async def test_cookie_login_csrf_and_logout(api: Api) -> None:
     # A change with the cookie but without (or with a wrong) CSRF token starts nothing.
     for headers in (_cookie(cookie), _cookie(cookie, "x" * len(csrf)), _cookie(cookie, "")):
         refused = await api.client.post("/backups", headers=headers, json={"name": "csrf"})
-        _assert_error(refused, 403, "Forbidden")
+        assert_error(refused, 403, "Forbidden")
         assert "X-CSRF-Token" in refused.json()["detail"]
     assert (await api.client.get("/backups", headers=_cookie(cookie))).json()["total"] == 0
     assert _files(api.app.backups) == []
@@ -331,7 +311,7 @@ async def test_cookie_login_csrf_and_logout(api: Api) -> None:
     assert done["status"] == "completed", done
 
     # Logging out needs the CSRF token too, then the cookie is dead.
-    _assert_error(await api.client.post("/auth/logout", headers=_cookie(cookie)), 403, "Forbidden")
+    assert_error(await api.client.post("/auth/logout", headers=_cookie(cookie)), 403, "Forbidden")
     assert (await api.client.get("/auth/me", headers=_cookie(cookie))).status_code == 200
     logout = await api.client.post("/auth/logout", headers=_cookie(cookie, csrf))
     assert logout.status_code == 204, logout.text
@@ -340,9 +320,9 @@ async def test_cookie_login_csrf_and_logout(api: Api) -> None:
     assert 'nexus_session="";' in cleared[0] or "max-age=0" in cleared[0].lower(), cleared
     api.client.cookies.clear()
     after = await api.client.get("/auth/me", headers=_cookie(cookie))
-    _assert_error(after, 401, "Unauthorized")
+    assert_error(after, 401, "Unauthorized")
     assert "bearer" in after.headers.get("www-authenticate", "").lower()
-    _assert_error(
+    assert_error(
         await api.client.post("/backups", headers=_cookie(cookie, csrf), json={}),
         401,
         "Unauthorized",
@@ -354,7 +334,7 @@ async def test_non_admin_user_cannot_log_in(api: Api) -> None:
     owner = await api.headers("OWNER")
     await api.user("accountant@gk.test", PASSWORD, "ACCOUNTANT")
     response = await _login(api, "accountant@gk.test", PASSWORD)
-    body = _assert_error(response, 403, "Forbidden")
+    body = assert_error(response, 403, "Forbidden")
     assert "ACCOUNTANT" in body["detail"]
     assert not response.headers.get_list("set-cookie"), response.headers
     assert _catalog_counts(api.app).count("auth_session=0") == 1
@@ -364,8 +344,8 @@ async def test_non_admin_user_cannot_log_in(api: Api) -> None:
 
 async def test_a_forged_session_cookie_is_refused(api: Api) -> None:
     forged = secrets.token_urlsafe(32)
-    _assert_error(await api.client.get("/auth/me", headers=_cookie(forged)), 401, "Unauthorized")
-    _assert_error(
+    assert_error(await api.client.get("/auth/me", headers=_cookie(forged)), 401, "Unauthorized")
+    assert_error(
         await api.client.post("/backups", headers=_cookie(forged, "x"), json={}),
         401,
         "Unauthorized",
@@ -401,12 +381,12 @@ async def test_cli_token_works_is_listed_without_its_secret_and_revokes_at_once(
     assert secret[:10] in line, listing.stdout
     assert "never" in line, line
 
-    me = await api.client.get("/auth/me", headers=_bearer(secret))
+    me = await api.client.get("/auth/me", headers=bearer(secret))
     assert me.status_code == 200, me.text
     assert me.json()["actor"] == "token:ci"
     assert me.json()["kind"] == "token"
     assert me.json()["csrfToken"] is None
-    assert (await api.client.get("/backups", headers=_bearer(secret))).status_code == 200
+    assert (await api.client.get("/backups", headers=bearer(secret))).status_code == 200
     used = app.sql(
         "SELECT extract(epoch FROM now() - last_used_at) FROM nexus_backup.api_token "
         "WHERE name = 'ci'"
@@ -420,8 +400,8 @@ async def test_cli_token_works_is_listed_without_its_secret_and_revokes_at_once(
 
     revoked = await asyncio.to_thread(app.cli, "tokens", "revoke", "ci")
     assert secret not in revoked.stdout + revoked.stderr
-    response = await api.client.get("/backups", headers=_bearer(secret))
-    _assert_error(response, 401, "Unauthorized")
+    response = await api.client.get("/backups", headers=bearer(secret))
+    assert_error(response, 401, "Unauthorized")
     assert "bearer" in response.headers.get("www-authenticate", "").lower()
     listing = await asyncio.to_thread(app.cli, "tokens", "list")
     assert "revoked" in next(row for row in listing.stdout.splitlines() if " ci " in row)
@@ -435,10 +415,10 @@ async def test_expired_token_is_refused(api: Api) -> None:
         fresh, _ = await auth.create_token(
             session, "fresh", "OWNER", "test", expires_at=datetime.now(UTC) + timedelta(hours=1)
         )
-    response = await api.client.get("/backups", headers=_bearer(old))
-    _assert_error(response, 401, "Unauthorized")
+    response = await api.client.get("/backups", headers=bearer(old))
+    assert_error(response, 401, "Unauthorized")
     assert "bearer" in response.headers.get("www-authenticate", "").lower()
-    assert (await api.client.get("/backups", headers=_bearer(fresh))).status_code == 200
+    assert (await api.client.get("/backups", headers=bearer(fresh))).status_code == 200
     assert (
         api.app.sql(
             "SELECT last_used_at IS NULL FROM nexus_backup.api_token WHERE name = 'old'"
@@ -453,55 +433,43 @@ async def test_expired_token_is_refused(api: Api) -> None:
 )
 async def test_malformed_authorization_headers_are_401(api: Api, header: str) -> None:
     response = await api.client.get("/backups", headers={"Authorization": header})
-    _assert_error(response, 401, "Unauthorized")
+    assert_error(response, 401, "Unauthorized")
 
 
 # --- 4. GK-Nexus JWTs --------------------------------------------------------------------
 
 
-def _jwt(secret: str = JWT_SECRET, algorithm: str = "HS256", **claims: Any) -> str:
-    values: dict[str, Any] = {
-        "sub": "user-1",
-        "email": "boss@gk.test",
-        "role": "OWNER",
-        "exp": int(time.time()) + 300,
-    }
-    values.update(claims)
-    values = {k: v for k, v in values.items() if v is not None}
-    return jwt.encode(values, secret, algorithm=algorithm)
-
-
 async def test_gk_nexus_jwts(app: App) -> None:
     async with _client(app, nexus_jwt_secret=JWT_SECRET) as client:
-        good = _jwt()
-        me = await client.get("/auth/me", headers=_bearer(good))
+        good = make_jwt()
+        me = await client.get("/auth/me", headers=bearer(good))
         assert me.status_code == 200, me.text
         assert me.json()["actor"] == "jwt:boss@gk.test"
         assert me.json()["role"] == "OWNER"
         assert me.json()["kind"] == "jwt"
-        assert (await client.get("/backups", headers=_bearer(good))).status_code == 200
+        assert (await client.get("/backups", headers=bearer(good))).status_code == 200
         for role in ADMIN_ROLES:
-            response = await client.get("/backups", headers=_bearer(_jwt(role=role)))
+            response = await client.get("/backups", headers=bearer(make_jwt(role=role)))
             assert response.status_code == 200, (role, response.text)
 
-        refused = await client.get("/backups", headers=_bearer(_jwt(role="ACCOUNTANT")))
-        body = _assert_error(refused, 403, "Forbidden")
+        refused = await client.get("/backups", headers=bearer(make_jwt(role="ACCOUNTANT")))
+        body = assert_error(refused, 403, "Forbidden")
         assert all(role in body["detail"] for role in ADMIN_ROLES), body
         started = await client.post(
-            "/backups", headers=_bearer(_jwt(role="ACCOUNTANT")), json={"name": "jwt"}
+            "/backups", headers=bearer(make_jwt(role="ACCOUNTANT")), json={"name": "jwt"}
         )
-        _assert_error(started, 403, "Forbidden")
+        assert_error(started, 403, "Forbidden")
 
         claims = jwt.decode(good, options={"verify_signature": False})
         unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
         invalid = {
-            "expired": _jwt(exp=int(time.time()) - 60),
-            "wrong secret": _jwt(secret="another-secret-" + "x" * 40),
+            "expired": make_jwt(exp=int(time.time()) - 60),
+            "wrong secret": make_jwt(secret="another-secret-" + "x" * 40),
             "alg none": unsigned,
-            "missing role": _jwt(role=None),
-            "missing exp": _jwt(exp=None),
-            "role not a string": _jwt(role=["OWNER"]),
-            "HS512": _jwt(algorithm="HS512"),
+            "missing role": make_jwt(role=None),
+            "missing exp": make_jwt(exp=None),
+            "role not a string": make_jwt(role=["OWNER"]),
+            "HS512": make_jwt(algorithm="HS512"),
             "tampered role": good.split(".")[0]
             + "."
             + _b64({**claims, "role": "OWNER2"})
@@ -509,18 +477,18 @@ async def test_gk_nexus_jwts(app: App) -> None:
             + good.split(".")[2],
         }
         for label, token in invalid.items():
-            response = await client.get("/backups", headers=_bearer(token))
+            response = await client.get("/backups", headers=bearer(token))
             assert response.status_code == 401, (label, response.text)
-            _assert_error(response, 401, "Unauthorized")
+            assert_error(response, 401, "Unauthorized")
             assert "bearer" in response.headers.get("www-authenticate", "").lower(), label
-        listed = await client.get("/backups", headers=_bearer(good))
+        listed = await client.get("/backups", headers=bearer(good))
         assert listed.json()["total"] == 0
 
 
 async def test_jwts_are_refused_when_no_jwt_secret_is_set(api: Api) -> None:
-    for token in (_jwt(), _jwt(secret="changeme" * 5)):
-        response = await api.client.get("/auth/me", headers=_bearer(token))
-        _assert_error(response, 401, "Unauthorized")
+    for token in (make_jwt(), make_jwt(secret="changeme" * 5)):
+        response = await api.client.get("/auth/me", headers=bearer(token))
+        assert_error(response, 401, "Unauthorized")
         assert "bearer" in response.headers.get("www-authenticate", "").lower()
 
 
@@ -558,7 +526,7 @@ async def test_canary_secrets_never_leak(api: Api, caplog: pytest.LogCaptureFixt
         assert app.cluster.password not in output
 
     token = await api.token("OWNER", name="canary-token")
-    owner = _bearer(token)
+    owner = bearer(token)
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     responses: list[httpx.Response] = []
@@ -574,12 +542,12 @@ async def test_canary_secrets_never_leak(api: Api, caplog: pytest.LogCaptureFixt
     ).status_code == 401
     login = await call("POST", "/auth/login", json={"email": email, "password": canary})
     assert login.status_code == 200, login.text
-    cookie, _ = _session_cookie(login)
+    cookie, _ = session_cookie(login)
     csrf = login.json()["csrfToken"]
     assert (await call("GET", "/auth/me", headers=_cookie(cookie))).status_code == 200
     assert (await call("GET", "/backups", headers=owner)).status_code == 200
     assert (await call("GET", f"/backups/{DUMMY_ID}", headers=owner)).status_code == 404
-    assert (await call("GET", "/backups", headers=_bearer(token + "x"))).status_code == 401
+    assert (await call("GET", "/backups", headers=bearer(token + "x"))).status_code == 401
     assert (await call("POST", "/backups", headers=_cookie(cookie), json={})).status_code == 403
     assert (await call("POST", "/backups", headers=owner, json={"name": "../x"})).status_code == 422
     done = await call("POST", "/backups?wait=true", headers=owner, json={"name": "canary"})
@@ -710,13 +678,13 @@ async def test_download_file_with_non_ascii_signature_is_403_not_500(api: Api) -
                 f"/backups/{DUMMY_ID}/file",
                 params={"expires": expires, "signature": signature},
             )
-            _assert_error(response, 403, "Forbidden")
+            assert_error(response, 403, "Forbidden")
 
 
 async def test_non_ascii_csrf_header_is_403_not_500(api: Api) -> None:
     await api.user("csrf@gk.test", PASSWORD, "OWNER")
     login = await _login(api, "csrf@gk.test", PASSWORD)
-    cookie, _ = _session_cookie(login)
+    cookie, _ = session_cookie(login)
     async with _lenient(api) as client:
         for value in ("\u00e9".encode("latin-1"), "\u00e9".encode()):
             response = await client.post(
@@ -724,7 +692,7 @@ async def test_non_ascii_csrf_header_is_403_not_500(api: Api) -> None:
                 headers={"Cookie": f"{SESSION_COOKIE}={cookie}", "X-CSRF-Token": value},
                 json={},
             )
-            _assert_error(response, 403, "Forbidden")
+            assert_error(response, 403, "Forbidden")
     assert _files(api.app.backups) == []
 
 
@@ -736,10 +704,10 @@ async def test_error_shapes(api: Api) -> None:
 
     for client_headers in ({}, owner):
         missing = await api.client.get("/no/such/path", headers=client_headers)
-        body = _assert_error(missing, 404, "NotFound")
+        body = assert_error(missing, 404, "NotFound")
         assert "/no/such/path" in body["detail"]
     wrong_method = await api.client.put("/backups", headers=owner, json={})
-    _assert_error(wrong_method, 405, "MethodNotAllowed")
+    assert_error(wrong_method, 405, "MethodNotAllowed")
 
     for payload in (
         {"name": "../x"},
@@ -751,32 +719,32 @@ async def test_error_shapes(api: Api) -> None:
         {"description": "d" * 3000},
     ):
         invalid = await api.client.post("/backups", headers=owner, json=payload)
-        body = _assert_error(invalid, 422, "Unprocessable")
+        body = assert_error(invalid, 422, "Unprocessable")
         assert 'File "' not in body["detail"], body
     not_json = await api.client.post(
         "/backups",
         headers={**owner, "Content-Type": "application/json"},
         content=b"{not json",
     )
-    _assert_error(not_json, 422, "Unprocessable")
+    assert_error(not_json, 422, "Unprocessable")
     bad_query = await api.client.get("/backups", headers=owner, params={"limit": 0})
-    _assert_error(bad_query, 422, "Unprocessable")
+    assert_error(bad_query, 422, "Unprocessable")
     bad_login = await api.client.post("/auth/login", json={"email": "a"})
-    _assert_error(bad_login, 422, "Unprocessable")
+    assert_error(bad_login, 422, "Unprocessable")
     assert (await api.client.get("/backups", headers=owner)).json()["total"] == 0
     assert _files(api.app.backups) == []
 
     # Names the schema accepts but the service refuses.
     refused = await api.client.post("/backups", headers=owner, json={"name": "a..b"})
-    body = _assert_error(refused, 400, "BadRequest")
+    body = assert_error(refused, 400, "BadRequest")
     assert "a..b" in body["detail"]
     first = await api.client.post("/backups?wait=true", headers=owner, json={"name": "twice"})
     assert first.status_code == 201, first.text
     again = await api.client.post("/backups?wait=true", headers=owner, json={"name": "twice"})
-    body = _assert_error(again, 409, "Conflict")
+    body = assert_error(again, 409, "Conflict")
     assert "twice" in body["detail"]
     also = await api.client.post("/backups?wait=true", headers=owner, json={"name": "twice.tar.gz"})
-    _assert_error(also, 409, "Conflict")
+    assert_error(also, 409, "Conflict")
     listed = (await api.client.get("/backups", headers=owner)).json()
     assert listed["total"] == 1, listed
 
@@ -787,9 +755,9 @@ async def test_error_shapes(api: Api) -> None:
         ("POST", f"/backups/{DUMMY_ID}/verify"),
         ("GET", f"/restores/{DUMMY_ID}"),
     ):
-        _assert_error(await api.client.request(method, url, headers=owner), 404, "NotFound")
+        assert_error(await api.client.request(method, url, headers=owner), 404, "NotFound")
     restore = await api.client.post(
         f"/backups/{listed['items'][0]['id']}/restore", headers=owner, json={"confirm": "nope"}
     )
-    body = _assert_error(restore, 400, "BadRequest")
+    body = assert_error(restore, 400, "BadRequest")
     assert "twice" in body["detail"]

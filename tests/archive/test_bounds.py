@@ -29,12 +29,10 @@ from api.archive.reader import Staging, read_archive
 from api.archive.streams import CHUNK, ZSTD_MAX_WINDOW, ZstdReader
 from api.config import Compression
 from api.errors import ArchiveError
-from tests.conftest import ROOT, App, tree_state
-from tests.test_archive import (
+from tests.archive.builders import (
     DB_SQL,
     MTIME_NS,
     Member,
-    _with,
     everything_outside,
     folder,
     make_manifest,
@@ -42,8 +40,10 @@ from tests.test_archive import (
     reg,
     sha,
     valid_members,
+    with_hostile,
     write_tar,
 )
+from tests.conftest import ROOT, App, tree_state
 
 GIB = 1 << 30
 PEAK_LIMIT_KIB = 256 * 1024
@@ -510,28 +510,28 @@ OK_FILES = {"uploads/ok.txt": b"fine"}
 
 COLLISIONS: dict[str, tuple[list[Member], str]] = {
     "file-then-same-folder": (
-        _with(reg("uploads/a", b"x"), folder("uploads/a/")),
+        with_hostile(reg("uploads/a", b"x"), folder("uploads/a/")),
         "'uploads/a' appears twice",
     ),
     "file-then-dot-slash-same-file": (
-        _with(reg("uploads/a", b"x"), reg("./uploads/a", b"y")),
+        with_hostile(reg("uploads/a", b"x"), reg("./uploads/a", b"y")),
         "'uploads/a' appears twice",
     ),
-    "dot-component": (_with(reg("uploads/./a", b"x")), "'.' path component"),
+    "dot-component": (with_hostile(reg("uploads/./a", b"x")), "'.' path component"),
     "file-then-member-inside-it": (
-        _with(reg("uploads/a", b"x"), reg("uploads/a/b", b"y")),
+        with_hostile(reg("uploads/a", b"x"), reg("uploads/a/b", b"y")),
         "collides with another member",
     ),
     "member-inside-then-the-file": (
-        _with(reg("uploads/a/b", b"y"), reg("uploads/a", b"x")),
+        with_hostile(reg("uploads/a/b", b"y"), reg("uploads/a", b"x")),
         "collides with another member",
     ),
     "name-over-4096-bytes": (
-        _with(reg("uploads/" + "/".join(["d" * 200] * 21), b"x")),
+        with_hostile(reg("uploads/" + "/".join(["d" * 200] * 21), b"x")),
         "longer than 4096 bytes",
     ),
     "component-over-255-bytes": (
-        _with(reg("uploads/" + "n" * 300, b"x")),
+        with_hostile(reg("uploads/" + "n" * 300, b"x")),
         "cannot be staged",
     ),
 }
@@ -577,7 +577,7 @@ def test_a_member_larger_than_the_free_space_is_refused_before_it_is_staged(
     info, data = reg("uploads/huge", b"tiny")
     info.pax_headers = {"size": str(1 << 50)}
     path = tmp_path / "claim.tar.gz"
-    write_tar(path, _with((info, data)), Compression.gzip)
+    write_tar(path, with_hostile((info, data)), Compression.gzip)
     staging_root = tmp_path / "staging"
 
     with pytest.raises(ArchiveError) as caught:

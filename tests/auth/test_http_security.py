@@ -31,17 +31,17 @@ from api.config import Settings
 from api.db import transaction
 from api.errors import BadRequest, ConfigError
 from api.main import create_app
-from tests.conftest import Api, App, serve
-from tests.test_api_security import (
+from tests.auth.helpers import (
+    ADMIN_ROLES,
     JWT_SECRET,
     PASSWORD,
-    _assert_error,
-    _bearer,
-    _session_cookie,
+    assert_error,
+    bearer,
+    make_jwt,
+    session_cookie,
 )
-from tests.test_api_security import _jwt as _jwt_now
+from tests.conftest import ROOT, Api, App, serve
 
-ADMIN_ROLES = ("OWNER", "GCMC_MANAGER", "KAJ_MANAGER")
 START = datetime(2031, 5, 6, 7, 8, 0, tzinfo=UTC)  # a fixed instant on a minute boundary
 
 
@@ -49,7 +49,7 @@ def _jwt(**claims: Any) -> str:
     """A JWT for the servers here, whose clock stands at START: exp 5 minutes after it unless
     the test says otherwise (exp=None leaves it out)."""
     claims.setdefault("exp", int(START.timestamp()) + 300)
-    return _jwt_now(**claims)
+    return make_jwt(**claims)
 
 
 class Clock:
@@ -84,7 +84,7 @@ class Server:
             secret, _ = await auth.create_token(
                 session, f"t-{role}-{time.monotonic_ns()}", role, "t"
             )
-        return _bearer(secret)
+        return bearer(secret)
 
     async def user(self, email: str, role: str = "OWNER") -> None:
         async with transaction(self.services.sessions) as session:
@@ -125,10 +125,10 @@ async def _login(client: httpx.AsyncClient, email: str, password: str) -> httpx.
 async def test_role_names_are_exact_in_jwts_tokens_and_catalog_rows(app: App) -> None:
     async with running(app, nexus_jwt_secret=JWT_SECRET) as server, server.client() as client:
         for role in ("owner", "Owner", "OWNER ", " OWNER", "gcmc_manager", "KAJ_manager"):
-            response = await client.get("/backups", headers=_bearer(_jwt(role=role)))
-            body = _assert_error(response, 403, "Forbidden")
+            response = await client.get("/backups", headers=bearer(_jwt(role=role)))
+            body = assert_error(response, 403, "Forbidden")
             assert repr(role)[1:-1] in body["detail"] or role.strip() in body["detail"], body
-        assert (await client.get("/backups", headers=_bearer(_jwt()))).status_code == 200
+        assert (await client.get("/backups", headers=bearer(_jwt()))).status_code == 200
 
         # The CLI and the service refuse to make a token or user with a non-exact role.
         async with transaction(server.services.sessions) as session:
@@ -146,7 +146,7 @@ async def test_role_names_are_exact_in_jwts_tokens_and_catalog_rows(app: App) ->
         # A catalog row changed behind the service's back (a lower-case role) grants nothing.
         headers = await server.token("OWNER")
         app.sql("UPDATE nexus_backup.api_token SET role = 'owner'")
-        _assert_error(await client.get("/backups", headers=headers), 403, "Forbidden")
+        assert_error(await client.get("/backups", headers=headers), 403, "Forbidden")
 
 
 # --- 2. JWTs -----------------------------------------------------------------------------
@@ -171,12 +171,12 @@ async def test_jwts_need_a_bounded_lifetime(app: App) -> None:
             "HS384": _jwt(algorithm="HS384"),
         }
         for label, token in accepted.items():
-            response = await client.get("/auth/me", headers=_bearer(token))
+            response = await client.get("/auth/me", headers=bearer(token))
             assert response.status_code == 200, (label, response.text)
         for label, token in refused.items():
-            response = await client.get("/auth/me", headers=_bearer(token))
+            response = await client.get("/auth/me", headers=bearer(token))
             assert response.status_code == 401, (label, response.text)
-            _assert_error(response, 401, "Unauthorized")
+            assert_error(response, 401, "Unauthorized")
         assert server.services.settings.jwt_max_lifetime_seconds == 24 * 3600
 
 
@@ -191,14 +191,14 @@ async def test_jwt_issuer_and_audience_are_checked_when_configured(app: App) -> 
         server.client() as client,
     ):
         good = _jwt(iss="https://gk-nexus.test", aud="nexus-backup")
-        assert (await client.get("/auth/me", headers=_bearer(good))).status_code == 200
+        assert (await client.get("/auth/me", headers=bearer(good))).status_code == 200
         for label, token in {
             "no iss": _jwt(aud="nexus-backup"),
             "wrong iss": _jwt(iss="https://evil.test", aud="nexus-backup"),
             "no aud": _jwt(iss="https://gk-nexus.test"),
             "wrong aud": _jwt(iss="https://gk-nexus.test", aud="another-service"),
         }.items():
-            response = await client.get("/auth/me", headers=_bearer(token))
+            response = await client.get("/auth/me", headers=bearer(token))
             assert response.status_code == 401, (label, response.text)
 
 
@@ -249,13 +249,13 @@ async def test_restore_and_delete_need_owner_by_default(app: App) -> None:
             assert (await client.get("/backups", headers=manager)).status_code == 200
             # ... but may not destroy anything.
             deleted = await client.delete(f"/backups/{backup_id}", headers=manager)
-            body = _assert_error(deleted, 403, "Forbidden")
+            body = assert_error(deleted, 403, "Forbidden")
             assert "OWNER" in body["detail"], body
             assert "DESTRUCTIVE_ROLES" in body["detail"], body
             restored = await client.post(
                 f"/backups/{backup_id}/restore", headers=manager, json={"confirm": "keep-me"}
             )
-            _assert_error(restored, 403, "Forbidden")
+            assert_error(restored, 403, "Forbidden")
         assert sorted(p.name for p in app.backups.iterdir()) == archives
         listed = (await client.get("/backups", headers=owner)).json()
         assert [b["name"] for b in listed["items"]] == ["keep-me"]
@@ -271,7 +271,7 @@ async def test_restore_and_delete_need_owner_by_default(app: App) -> None:
         wrong = await client.post(
             f"/backups/{backup_id}/restore", headers=owner, json={"confirm": "nope"}
         )
-        _assert_error(wrong, 400, "BadRequest")
+        assert_error(wrong, 400, "BadRequest")
 
 
 async def test_destructive_roles_widen_delete_but_never_for_safety_backups(app: App) -> None:
@@ -287,14 +287,14 @@ async def test_destructive_roles_widen_delete_but_never_for_safety_backups(app: 
                 f"UPDATE nexus_backup.system_backup SET type = 'pre_restore' WHERE id = '{safety}'"
             )
 
-            _assert_error(await client.delete(f"/backups/{plain}", headers=kaj), 403, "Forbidden")
+            assert_error(await client.delete(f"/backups/{plain}", headers=kaj), 403, "Forbidden")
             refused = await client.delete(f"/backups/{safety}", headers=manager)
-            body = _assert_error(refused, 403, "Forbidden")
+            body = assert_error(refused, 403, "Forbidden")
             assert "pre_restore" in body["detail"], body
             wrong = await client.post(
                 f"/backups/{plain}/restore", headers=manager, json={"confirm": "nope"}
             )
-            _assert_error(wrong, 400, "BadRequest")  # authorised; only the confirmation is wrong
+            assert_error(wrong, 400, "BadRequest")  # authorised; only the confirmation is wrong
             assert (await client.delete(f"/backups/{plain}", headers=manager)).status_code == 200
             names = [
                 b["name"] for b in (await client.get("/backups", headers=owner)).json()["items"]
@@ -343,13 +343,13 @@ async def test_failed_logins_are_throttled_per_account_before_argon2(
     async with running(app, clock) as server, server.client() as client:
         await server.user("boss@gk.test")
         for _ in range(5):
-            _assert_error(
+            assert_error(
                 await _login(client, "boss@gk.test", "wrong-password"), 401, "Unauthorized"
             )
         assert hasher.verified == 5
         for password in ("wrong-password", PASSWORD):  # even the right one, until it ends
             throttled = await _login(client, "Boss@GK.test", password)
-            body = _assert_error(throttled, 429, "TooManyRequests")
+            body = assert_error(throttled, 429, "TooManyRequests")
             assert throttled.headers["retry-after"] == "900", throttled.headers
             assert "900 seconds" in body["detail"], body
             assert not throttled.headers.get_list("set-cookie")
@@ -382,7 +382,7 @@ async def test_failed_logins_are_throttled_per_address(app: App) -> None:
                 response = await _login(attacker, f"guess{number}@gk.test", "wrong-password")
                 assert response.status_code == 401, response.text
             throttled = await _login(attacker, "boss@gk.test", PASSWORD)
-            _assert_error(throttled, 429, "TooManyRequests")
+            assert_error(throttled, 429, "TooManyRequests")
             assert throttled.headers["retry-after"] == "900"
             assert "address" in throttled.json()["detail"]
             # The same account from another address still logs in.
@@ -398,7 +398,7 @@ async def test_ipv6_clients_are_throttled_per_64_network(app: App) -> None:
                 assert (await _login(client, f"g{number}@gk.test", "wrong-pw")).status_code == 401
         async with server.client("2001:db8:1:2:ffff::9") as same_network:
             throttled = await _login(same_network, "g9@gk.test", "wrong-pw")
-            _assert_error(throttled, 429, "TooManyRequests")
+            assert_error(throttled, 429, "TooManyRequests")
         async with server.client("2001:db8:1:3::1") as other_network:
             assert (await _login(other_network, "g9@gk.test", "wrong-pw")).status_code == 401
 
@@ -443,11 +443,9 @@ async def test_argon2_runs_off_the_event_loop(app: App, monkeypatch: pytest.Monk
         await server.user("boss@gk.test")
         monkeypatch.setattr(auth, "_hasher", gated)
         login = asyncio.create_task(_login(client, "boss@gk.test", "wrong-password"))
-        for _ in range(3000):
-            if gated.entered.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert gated.entered.is_set(), "the login never reached Argon2"
+        # Wait for the event in a worker thread: the event loop keeps serving the login.
+        reached = await asyncio.to_thread(gated.entered.wait, 30)
+        assert reached, "the login never reached Argon2"
         # Argon2 is busy with the login: the event loop still answers /health.
         health = await client.get("/health")
         assert health.status_code == 200
@@ -472,7 +470,7 @@ async def test_a_flood_of_anonymous_requests_adds_a_bounded_number_of_audit_rows
     clock = Clock()
     async with running(app, clock) as server, server.client() as client:
         first = await client.get("/backups/first-of-the-flood")
-        _assert_error(first, 401, "Unauthorized")
+        assert_error(first, 401, "Unauthorized")
         for number in range(499):
             path = f"/backups/x{number}" if number % 2 else "/schedules"
             assert (await client.get(path)).status_code == 401
@@ -525,7 +523,7 @@ async def test_a_large_chunked_body_is_refused_without_reading_it(app: App) -> N
         response = await client.post(
             "/auth/login", content=body(), headers={"Content-Type": "application/json"}
         )
-        detail = _assert_error(response, 413, "TooLarge")["detail"]
+        detail = assert_error(response, 413, "TooLarge")["detail"]
         assert "MAX_BODY_BYTES" in detail
         assert pulled <= 1024 * 1024 + 2 * len(chunk), f"{pulled} bytes were read"
         # A body within the limit is fine.
@@ -549,7 +547,7 @@ async def test_a_body_that_never_completes_is_refused(app: App) -> None:
             ),
             timeout=60,
         )
-        detail = _assert_error(response, 408, "RequestTimeout")["detail"]
+        detail = assert_error(response, 408, "RequestTimeout")["detail"]
         assert "HTTP_BODY_TIMEOUT_SECONDS" in detail
         assert not stalled.is_set()
         assert (await client.get("/health")).status_code == 200
@@ -561,7 +559,7 @@ async def test_a_declared_large_body_is_refused_before_the_app_runs(app: App) ->
             request = client.build_request(method, path, content=b"{}")
             request.headers["Content-Length"] = str(300 * 1024 * 1024)
             response = await client.send(request)
-            _assert_error(response, 413, "TooLarge")
+            assert_error(response, 413, "TooLarge")
             assert response.headers["x-content-type-options"] == "nosniff"
         assert await server.audit("auth.refused") == [], "refused before authentication ran"
 
@@ -602,7 +600,7 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     """The CSP forbids inline scripts and styles: web/index.html (which Vite turns into
     web/dist/index.html, adding only a module script and a stylesheet from /app/assets) must
     load its code from files."""
-    index = Path(__file__).resolve().parent.parent / "web" / "index.html"
+    index = ROOT / "web" / "index.html"
     html = index.read_text()
     scripts = [part.split(">", 1) for part in html.split("<script")[1:]]
     assert scripts, html
@@ -701,13 +699,13 @@ def test_real_server_header_deadline_body_limit_and_proxy_cookie(
             timeout=30,
         )
         assert proxied.status_code == 200, proxied.text
-        assert "secure" in _session_cookie(proxied)[1]
+        assert "secure" in session_cookie(proxied)[1]
         assert proxied.headers["strict-transport-security"] == "max-age=31536000"
         plain = httpx.post(
             f"{base}/auth/login", json={"email": email, "password": password}, timeout=30
         )
         assert plain.status_code == 200, plain.text
-        assert "secure" not in _session_cookie(plain)[1]
+        assert "secure" not in session_cookie(plain)[1]
         assert plain.headers["x-frame-options"] == "DENY"
         assert "strict-transport-security" not in plain.headers
     logins = app.sql(
@@ -729,7 +727,7 @@ def test_forwarded_headers_from_an_untrusted_address_are_ignored(
             timeout=30,
         )
         assert spoofed.status_code == 200, spoofed.text
-        assert "secure" not in _session_cookie(spoofed)[1]
+        assert "secure" not in session_cookie(spoofed)[1]
     logins = app.sql(
         "SELECT client_address FROM nexus_backup.audit_log WHERE action = 'auth.login' "
         "AND outcome = 'completed'"

@@ -1,0 +1,83 @@
+"""An archive whose members disagree with its manifest.json (a SHA-256, a size, the database
+checksum, the upload count, a member unlisted or missing) is refused, saying which.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.archive import manifest as fmt
+from api.archive.reader import read_archive
+from api.errors import ArchiveError
+from tests.archive.builders import build_v1, sha
+
+
+def test_a_manifest_with_an_altered_file_sha256_is_refused(tmp_path: Path) -> None:
+    def alter(manifest: fmt.Manifest) -> None:
+        entry = next(f for f in manifest.files if f.path == "uploads/invoice.pdf")
+        entry.sha256 = sha(b"something else")
+
+    built = build_v1(tmp_path / "a.tar.gz", {"invoice.pdf": b"%PDF-1.7"}, edit=alter)
+
+    with pytest.raises(ArchiveError) as caught:
+        read_archive(built.path, expected_sha256=built.sha256)
+
+    assert "does not match its manifest" in caught.value.detail
+    assert "'uploads/invoice.pdf' has SHA-256" in caught.value.detail
+
+
+def test_a_manifest_with_an_altered_file_size_is_refused(tmp_path: Path) -> None:
+    def alter(manifest: fmt.Manifest) -> None:
+        manifest.files[-1].size += 1
+
+    built = build_v1(tmp_path / "a.tar.gz", {"invoice.pdf": b"%PDF-1.7"}, edit=alter)
+
+    with pytest.raises(
+        ArchiveError, match=r"'uploads/invoice\.pdf' is 8 bytes, the manifest says 9"
+    ):
+        read_archive(built.path)
+
+
+def test_a_manifest_whose_database_sha256_was_altered_is_refused(tmp_path: Path) -> None:
+    def alter(manifest: fmt.Manifest) -> None:
+        manifest.database.sha256 = sha(b"another dump")
+
+    built = build_v1(tmp_path / "a.tar.gz", {"a.txt": b"a"}, edit=alter)
+
+    with pytest.raises(ArchiveError, match=r"database\.sql"):
+        read_archive(built.path, expected_sha256=built.sha256)
+
+
+def test_an_upload_count_that_disagrees_with_the_listed_files_is_refused(tmp_path: Path) -> None:
+    def alter(manifest: fmt.Manifest) -> None:
+        manifest.uploads.file_count = 5
+
+    built = build_v1(tmp_path / "a.tar.gz", {"a.txt": b"a"}, edit=alter)
+
+    with pytest.raises(ArchiveError, match="counts 5 uploaded files but lists 1"):
+        read_archive(built.path)
+
+
+def test_a_member_not_listed_in_the_manifest_is_refused(tmp_path: Path) -> None:
+    built = build_v1(
+        tmp_path / "a.tar.gz", {"a.txt": b"a"}, extra={"uploads/stowaway.txt": b"surprise"}
+    )
+
+    with pytest.raises(ArchiveError, match=r"'uploads/stowaway\.txt' is in the archive but not"):
+        read_archive(built.path, expected_sha256=built.sha256)
+
+
+def test_a_member_listed_in_the_manifest_but_missing_is_refused(tmp_path: Path) -> None:
+    def add_ghost(manifest: fmt.Manifest) -> None:
+        ghost = fmt.FileEntry(path="uploads/ghost.txt", size=1, sha256=sha(b"g"), mode=420, mtime=1)
+        manifest.files.append(ghost)
+        manifest.uploads.file_count += 1
+
+    built = build_v1(tmp_path / "a.tar.gz", {"a.txt": b"a"}, edit=add_ghost)
+
+    with pytest.raises(
+        ArchiveError, match=r"'uploads/ghost\.txt' is listed in the manifest but miss"
+    ):
+        read_archive(built.path, expected_sha256=built.sha256)
