@@ -27,8 +27,8 @@ import pytest
 
 from api.auth import service as auth
 from api.backups import service as backup_service
-from api.backups import verify as verifier
 from api.db import transaction
+from api.operations import Operations, VerifyOp
 from api.services import open_services
 from api.sources.postgres import DatabaseRestore, restore_committed
 from nexus_dev import run as embedded_demo
@@ -97,7 +97,7 @@ def deep_verify(app: App, name: str) -> bool:
             async with transaction(services.sessions) as session:
                 backup = await backup_service.find(session, name)
             assert backup is not None
-            result = await verifier.verify(services, backup, deep=True)
+            result = await Operations(services).run(VerifyOp(backup.id, deep=True))
             assert result.ok, result.problem
             return bool(result.tables_checked)
         finally:
