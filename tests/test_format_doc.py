@@ -315,7 +315,7 @@ def test_every_code_name_the_page_cites_exists() -> None:
 
 def test_every_test_the_page_cites_exists() -> None:
     defined = set()
-    for test_file in (ROOT / "tests").glob("test_*.py"):
+    for test_file in (ROOT / "tests").rglob("test_*.py"):
         defined |= set(re.findall(r"def (test_\w+)", test_file.read_text(encoding="utf-8")))
     cited = set(CITED_TEST.findall(DOC.read_text(encoding="utf-8")))
     assert cited - defined == set(), f"FORMAT.md cites tests that do not exist: {cited - defined}"
