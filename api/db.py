@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -65,6 +66,18 @@ def make_engine(url: str, setting: str = CATALOG_SETTINGS) -> AsyncEngine:
             return dialect.connect(*cargs, **cparams)
         except Exception as error:
             raise catalog_unavailable(error, cparams, setting) from error
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def lost(context: ExceptionContext) -> BaseException | None:
+        # The server went away under an open connection (restart, failover, killed backend).
+        if context.is_disconnect and not context.is_pre_ping:
+            parts = engine.url
+            return CatalogUnavailable(
+                f"lost the connection to the catalog database at {parts.host or 'localhost'}:"
+                f"{parts.port or 5432}/{parts.database or ''}: check that PostgreSQL is "
+                "running, then try again"
+            )
+        return None
 
     return engine
 

@@ -204,3 +204,22 @@ async def test_an_unexpected_error_is_a_500_without_internals() -> None:
         "error": "InternalError",
         "detail": "unexpected server error; the log has the details",
     }
+
+
+async def test_a_connection_the_server_dropped_is_catalog_unavailable(
+    cluster: LocalCluster,
+) -> None:
+    engine = make_engine(cluster.url("postgres"))
+    try:
+        async with engine.connect() as connection:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            cluster.psql("postgres", f"SELECT pg_terminate_backend({int(pid)})")
+            with pytest.raises(errors.CatalogUnavailable) as raised:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert raised.value.status_code == 503
+    assert f"lost the connection to the catalog database at 127.0.0.1:{cluster.port}/postgres" in (
+        raised.value.detail
+    )
+    assert cluster.password not in raised.value.detail
