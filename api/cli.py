@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -115,13 +116,9 @@ def _views(quiet: bool) -> tuple[list[ProgressView], Any]:
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coroutine)
-    except AppError as error:
-        _fail(error.detail)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    raise AssertionError("unreachable")
+    """Run a command's coroutine; its errors reach `_Group.invoke`, the one place that reports
+    them."""
+    return asyncio.run(coroutine)
 
 
 def with_services(
@@ -159,13 +156,26 @@ def with_operations(
 
 
 class _Group(click.Group):
-    """Turns every AppError (bad setting, refused archive, busy) into one line and exit 1."""
+    """The one place a failure is reported: an AppError (bad setting, unreachable catalog or
+    bucket, refused archive, busy) is one line and exit 1, Ctrl-C is "interrupted" and exit
+    130, and anything unexpected is one line too, with the traceback only under -v."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AppError as error:
             _fail(error.detail)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            verbose = bool(ctx.params.get("verbose"))
+            if verbose:
+                traceback.print_exc(file=sys.stderr)
+            what = f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+            hint = "" if verbose else "; run with -v for the traceback"
+            _fail(f"internal error: {what}{hint}")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -589,13 +599,7 @@ def storage_test() -> None:
 
     @with_services
     async def go(services: Services) -> None:
-        from api.storage.base import StorageError
-
-        store = storage_service.require(services.storage)
-        try:
-            result = await storage_service.round_trip(store)
-        except StorageError as error:
-            raise AppError(f"storage test failed: {error}") from None
+        result = await storage_service.round_trip(storage_service.require(services.storage))
         click.echo(
             f"storage OK: {services.storage.name if services.storage else '-'} bucket "
             f"{services.settings.backup_s3_bucket} at "
@@ -613,13 +617,7 @@ def storage_list() -> None:
 
     @with_services
     async def go(services: Services) -> None:
-        from api.storage.base import StorageError
-
-        store = storage_service.require(services.storage)
-        try:
-            objects = await store.list("")
-        except StorageError as error:
-            raise AppError(str(error)) from None
+        objects = await storage_service.require(services.storage).list("")
         for item in objects:
             when = f"{item.modified:%Y-%m-%d %H:%M}" if item.modified else "-"
             click.echo(f"{_human(item.size):>10}  {when}  {item.key}")

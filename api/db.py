@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from api.config import CATALOG_SCHEMA
+from api.errors import CatalogUnavailable
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -42,13 +47,75 @@ def sqlalchemy_url(url: str) -> str:
 CATALOG_SEARCH_PATH = f"pg_catalog, {CATALOG_SCHEMA}"
 
 
-def make_engine(url: str) -> AsyncEngine:
-    return create_async_engine(
+CATALOG_SETTINGS = "CATALOG_DATABASE_URL / DATABASE_URL"
+
+
+def make_engine(url: str, setting: str = CATALOG_SETTINGS) -> AsyncEngine:
+    """The catalog engine. A connection that cannot be opened (refused, unknown host, wrong
+    password, no such database) raises CatalogUnavailable naming where and `setting`."""
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_pre_ping=True,
         pool_size=5,
         connect_args={"server_settings": {"search_path": CATALOG_SEARCH_PATH}},
     )
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as error:
+            raise catalog_unavailable(error, cparams, setting) from error
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def lost(context: ExceptionContext) -> BaseException | None:
+        # The server went away under an open connection (restart, failover, killed backend).
+        if context.is_disconnect and not context.is_pre_ping:
+            parts = engine.url
+            return CatalogUnavailable(
+                f"lost the connection to the catalog database at {parts.host or 'localhost'}:"
+                f"{parts.port or 5432}/{parts.database or ''}: check that PostgreSQL is "
+                "running, then try again"
+            )
+        return None
+
+    return engine
+
+
+def catalog_unavailable(
+    error: BaseException, params: dict[str, Any], setting: str
+) -> CatalogUnavailable:
+    """'cannot reach the catalog database at host:port/db (why): check <setting> ...'; the
+    password never appears, not even inside the driver's message."""
+    where = (
+        f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        f"/{params.get('database') or params.get('user') or ''}"
+    )
+    why = _reason(error)
+    password = params.get("password")
+    if isinstance(password, str) and password:
+        why = why.replace(password, "***")
+    if "password" in why or "authentication" in why:
+        todo = f"check the user and password in {setting}"
+    elif "does not exist" in why:
+        todo = f"check the database name in {setting}, or create the database"
+    else:
+        todo = f"check {setting} and that PostgreSQL is running"
+    return CatalogUnavailable(f"cannot reach the catalog database at {where} ({why}): {todo}")
+
+
+def _reason(error: BaseException) -> str:
+    cause = error.__cause__ if error.__cause__ is not None else error
+    if isinstance(cause, socket.gaierror):
+        return "unknown host"
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno).lower()
+    text = " ".join(str(cause).split())
+    return text or type(cause).__name__
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,18 +10,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import text
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import __version__
+from api import __version__, errors
 from api.audit.router import router as audit_router
 from api.auth.router import router as auth_router
 from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
-from api.errors import AppError, TooManyRequests
-from api.middleware import BodyLimit, SecurityHeaders, too_large
+from api.errors import error_response as _error
+from api.middleware import BodyLimit, SecurityHeaders
 from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
@@ -30,21 +28,6 @@ from api.services import Services, open_services
 from api.storage.router import router as storage_router
 
 log = logging.getLogger("nexus_backup.http")
-_KINDS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    408: "RequestTimeout",
-    409: "Conflict",
-    413: "TooLarge",
-    422: "Unprocessable",
-}
-
-
-def _error(status: int, kind: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
 def _utc_now() -> datetime:
@@ -96,36 +79,7 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
 
-    @app.exception_handler(AppError)
-    async def app_error(request: Request, error: AppError) -> JSONResponse:
-        response = _error(error.status_code, error.kind, error.detail)
-        if error.status_code == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(error, TooManyRequests):
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        parts = []
-        for item in error.errors()[:5]:
-            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "request"
-            parts.append(f"{where}: {item.get('msg', 'invalid')}")
-        return _error(422, "Unprocessable", "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        detail = error.detail if isinstance(error.detail, str) else "request refused"
-        if error.status_code == 404:
-            detail = f"no route {request.method} {request.url.path}: see /docs"
-        if error.status_code == 413:
-            detail = too_large(settings.max_body_bytes)
-        return _error(error.status_code, _KINDS.get(error.status_code, "Error"), detail)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "InternalError", "unexpected server error; the log has the details")
+    errors.install(app, max_body_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
     async def access_log(

@@ -32,7 +32,8 @@ class Services:
 
 
 async def open_services(settings: Settings, *, migrate_catalog: bool = True) -> Services:
-    engine = make_engine(settings.catalog_url())
+    setting = "CATALOG_DATABASE_URL" if settings.catalog_database_url else "DATABASE_URL"
+    engine = make_engine(settings.catalog_url(), setting)
     if migrate_catalog:
         try:
             await migrate.upgrade(engine)

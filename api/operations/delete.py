@@ -140,7 +140,7 @@ async def purge_pending(services: Services) -> list[str]:
     for backup_id, name in pending:
         try:
             await purge(services, backup_id)
-        except (AppError, StorageError, OSError) as error:
+        except (AppError, OSError) as error:
             reason = error.detail if isinstance(error, AppError) else str(error)
             notes.append(f"deleted backup {name} ({backup_id}) is not purged yet: {reason}")
             continue

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
+# A storage failure is an AppError (503 in the API, one line in the CLI); defined with the
+# other errors and re-exported here, where every backend imports it from.
+from api.errors import StorageError as StorageError
+
 # Streaming copies move data in slices of this size (downloads, local copies, hashing).
 CHUNK_SIZE = 1024 * 1024
 
@@ -21,11 +25,6 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime | None
-
-
-class StorageError(Exception):
-    """A storage operation failed. The message says what failed and what to check (endpoint,
-    bucket, credentials); it never contains a secret."""
 
 
 @runtime_checkable
