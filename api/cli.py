@@ -429,6 +429,14 @@ def serve(host: str, port: int) -> None:
     settings = get_settings()
     settings.require_database_url()
     settings.check_serving()
+
+    async def reachable() -> None:
+        # The catalog is opened (and migrated) here first, so an unreachable one is one line
+        # naming the setting instead of a traceback from inside the server's startup.
+        services = await open_services(settings)
+        await services.close()
+
+    _run(reachable())
     logging.getLogger().setLevel(settings.log_level.upper())
     app = create_app(settings)
     server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))

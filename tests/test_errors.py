@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 import httpx
 import pytest
-from api.embedded import LocalCluster
 from click.testing import CliRunner
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -22,6 +21,7 @@ from api.cli import main
 from api.db import make_engine
 from api.storage import base
 from api.storage.s3 import S3Storage
+from nexus_dev.cluster import LocalCluster
 from tests.conftest import free_port
 
 SECRET = "s3cr3t-never-shown"
@@ -49,7 +49,7 @@ def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize("args", [("list",), ("backup",), ("verify", "x")])
+@pytest.mark.parametrize("args", [("list",), ("backup",), ("verify", "x"), ("serve",)])
 def test_an_unreachable_catalog_is_one_line_naming_the_setting(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
