@@ -14,11 +14,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 import httpx
@@ -338,32 +339,86 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def serve(app: App, log: Path, **env: str) -> Iterator[str]:
-    """`python -m api serve` on a free port, as an operator starts it; yields its base URL once
-    /health answers, and stops it afterwards. Its output goes to `log`."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve", "--port", str(port)],
-            cwd=app.root,
-            env=app.env(**env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+class ServerOutput:
+    """What a server process writes, copied line by line into its log file by a reader thread.
+
+    Tests wait for a line to appear (uvicorn's "Uvicorn running on", the scheduler's tick lines)
+    instead of polling the server: the reader thread wakes the waiter when the line is written.
+    """
+
+    def __init__(self, stream: IO[str], log: Path) -> None:
+        self.log = log
+        self._lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        out = log.open("w")
+        self._reader = threading.Thread(target=self._copy, args=(stream, out), daemon=True)
+        self._reader.start()
+
+    def _copy(self, stream: IO[str], out: IO[str]) -> None:
+        with stream, out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+                with self._changed:
+                    self._lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def _count(self, text: str) -> int:
+        return sum(text in line for line in self._lines)
+
+    def count(self, text: str) -> int:
+        """How many lines written so far contain `text`."""
+        with self._changed:
+            return self._count(text)
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> None:
+        """Block until `count` lines contain `text`; fail with the log if the process ends or
+        `timeout` seconds pass first (the deadline only bounds a hang: it decides nothing)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._count(text) >= count or self._ended, timeout)
+            seen = self._count(text)
+        assert seen >= count, (
+            f"{seen} of {count} lines with {text!r} in {self.log.name}"
+            f"{' (the process exited)' if self._ended else ''}:\n{self.log.read_text()}"
         )
+
+    def close(self, timeout: float = 30) -> None:
+        """Wait for the reader to copy the last lines (call once the process has exited)."""
+        self._reader.join(timeout)
+
+
+@dataclass
+class Server:
+    base: str
+    output: ServerOutput
+
+
+@contextmanager
+def run_server(app: App, log: Path, **env: str) -> Iterator[Server]:
+    """`python -m api serve` on a free port, as an operator starts it; yields it once uvicorn
+    says it listens and /health answers, and stops it afterwards. Its output goes to `log`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api", "serve", "--port", str(port)],
+        cwd=app.root,
+        env=app.env(PYTHONUNBUFFERED="1", **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    assert process.stdout is not None
+    output = ServerOutput(process.stdout, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the server exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /health after 60 s:\n{log.read_text()}"
-            time.sleep(0.2)
-        yield base
+        server = Server(f"http://127.0.0.1:{port}", output)
+        output.wait_for("Uvicorn running on")  # logged once the socket listens
+        health = httpx.get(f"{server.base}/health", timeout=10)
+        assert health.status_code == 200, f"/health answered {health.status_code}: {health.text}"
+        yield server
     finally:
         process.terminate()
         try:
@@ -371,3 +426,11 @@ def serve(app: App, log: Path, **env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        output.close()
+
+
+@contextmanager
+def serve(app: App, log: Path, **env: str) -> Iterator[str]:
+    """`run_server`, yielding only the server's base URL."""
+    with run_server(app, log, **env) as server:
+        yield server.base

@@ -7,6 +7,8 @@ proxy in front of it.
     server.fail("PUT", "partNumber=2", times=5)            # answer 500 to the next 5 matches
     server.fail("PUT", "partNumber=", mode="drop")         # close the connection, no answer
     server.fail("PUT", "partNumber=", mode="hang")         # hold the request until reset()
+    server.wait_until_held(count=2)                        # block until 2 requests are held
+    server.advance_clock(seconds)  # the proxy judges presigned URLs this much later
     server.part_sizes()    # {part number: bytes} of the parts moto accepted, via the proxy
     server.reset()         # forget rules, release held requests
     server.stop()
@@ -89,7 +91,9 @@ class _State:
     log: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
-    held: threading.Event = field(default_factory=threading.Event)
+    held: int = 0  # requests held by "hang" rules since the last reset()
+    changed: threading.Condition = field(default_factory=threading.Condition)  # held grew
+    clock_offset: float = 0.0  # seconds added to the proxy's clock (advance_clock)
 
 
 class S3Server:
@@ -178,15 +182,25 @@ class S3Server:
             self._state.rules.clear()
             self._state.release.set()
             self._state.release = threading.Event()
-            self._state.held = threading.Event()
+            self._state.clock_offset = 0.0
+        with self._state.changed:
+            self._state.held = 0
 
     def clear_log(self) -> None:
         with self._state.lock:
             self._state.log.clear()
 
-    def wait_until_held(self, timeout: float = 10) -> bool:
-        """Block until a request matched a "hang" rule (call via asyncio.to_thread)."""
-        return self._state.held.wait(timeout)
+    def wait_until_held(self, timeout: float = 10, count: int = 1) -> bool:
+        """Block until `count` requests matched a "hang" rule since the last reset() (call via
+        asyncio.to_thread); False if `timeout` seconds pass first."""
+        state = self._state
+        with state.changed:
+            return state.changed.wait_for(lambda: state.held >= count, timeout)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Judge presigned URLs' expiry as if `seconds` more had passed (until reset())."""
+        with self._state.lock:
+            self._state.clock_offset += seconds
 
     @property
     def requests(self) -> list[Seen]:
@@ -307,13 +321,15 @@ class _Handler(BaseHTTPRequestHandler):
             elif rule.mode == "hang":
                 state = self.server.state
                 release = state.release
-                state.held.set()
+                with state.changed:
+                    state.held += 1
+                    state.changed.notify_all()
                 release.wait(60)
                 self.close_connection = True
             else:
                 self.close_connection = True
             return
-        if _presign_expired(url.query):
+        if _presign_expired(url.query, time.time() + self.server.state.clock_offset):
             self._answer(seen, 403, "AccessDenied", "Request has expired")
             return
         self._forward(seen, body)
@@ -364,9 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.close()
 
 
-def _presign_expired(query: str) -> bool:
+def _presign_expired(query: str, now: float) -> bool:
     params = parse_qs(query)
     if "X-Amz-Expires" not in params or "X-Amz-Date" not in params:
         return False
     signed = datetime.strptime(params["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return time.time() > signed.timestamp() + int(params["X-Amz-Expires"][0])
+    return now > signed.timestamp() + int(params["X-Amz-Expires"][0])

@@ -6,16 +6,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from api.auth import service as auth
+from api.backups import runner
 from api.db import transaction
 from api.main import create_app
+from api.operations.backup import BackupOp
+from api.operations.engine import Context
 from tests.conftest import Api, App, database_state, tree_state
 
 
@@ -41,23 +48,56 @@ async def test_create_answers_202_pending_then_completes(api: Api) -> None:
     assert done["createdBy"].startswith("token:")
 
 
-async def test_progress_is_readable_while_a_backup_runs(api: Api) -> None:
+async def test_progress_is_readable_while_a_backup_runs(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backup is held in its verifying phase, half way through the archive, until the test
+    # has read the record: the engine's ~1 s progress flush then happens while it runs.
+    release = threading.Event()
+    real_read_archive = runner.read_archive
+
+    def held_read_archive(path: Path, *, on_progress: Callable[[int], None], **kwargs: Any) -> Any:
+        half, done = path.stat().st_size // 2, 0
+
+        def advance(amount: int) -> None:
+            nonlocal done
+            on_progress(amount)
+            done += amount
+            if done >= half:
+                assert release.wait(60), "the test never released the backup"
+
+        return real_read_archive(path, on_progress=advance, **kwargs)
+
+    flushed: asyncio.Queue[tuple[str | None, int, int | None]] = asyncio.Queue()
+    real_save_progress = BackupOp.save_progress
+
+    async def observed_save_progress(
+        self: BackupOp, ctx: Context, phase: str | None, done: int, total: int | None
+    ) -> None:
+        await real_save_progress(self, ctx, phase, done, total)
+        flushed.put_nowait((phase, done, total))
+
+    monkeypatch.setattr(runner, "read_archive", held_read_archive)
+    monkeypatch.setattr(BackupOp, "save_progress", observed_save_progress)
     headers = await api.headers()
-    (api.app.uploads / "big.bin").write_bytes(__import__("os").urandom(40 * 1024 * 1024))
     started = (await api.client.post("/backups", headers=headers, json={"name": "slow"})).json()
-    seen: list[dict[str, object]] = []
-    for _ in range(400):
-        body = (await api.client.get(f"/backups/{started['id']}", headers=headers)).json()
-        if body["status"] != "in_progress":
-            if body["status"] in ("completed", "failed"):
+    try:
+        while True:  # the first flush of the held position
+            phase, done, total = await asyncio.wait_for(flushed.get(), 60)
+            if phase == "verifying" and done > 0:
                 break
-            continue
-        if body["progress"] and body["progress"]["phase"]:
-            seen.append(body["progress"])
-        await asyncio.sleep(0.05)
-    assert seen, "no progress was visible while the backup ran"
-    assert all({"phase", "bytesDone", "bytesTotal", "percent"} <= set(p) for p in seen)
-    assert any(p["bytesTotal"] for p in seen)
+        body = (await api.client.get(f"/backups/{started['id']}", headers=headers)).json()
+    finally:
+        release.set()
+    assert body["status"] == "in_progress", body
+    progress = body["progress"]
+    assert {"phase", "bytesDone", "bytesTotal", "percent"} <= set(progress), progress
+    assert (progress["phase"], progress["bytesDone"], progress["bytesTotal"]) == (
+        "verifying",
+        done,
+        total,
+    )
+    assert 0 < progress["percent"] < 100, progress
     assert (await api.wait_backup(started["id"], headers))["status"] == "completed"
 
 

@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ from api.sources import postgres
 from api.sources.postgres import DatabaseRestore, restore_committed
 from tests.conftest import App, database_state, tree_state
 
-RANDOM_MB = 32  # per file; two of them make the archive write take a few seconds
+RANDOM_MB = 8  # per file: large uploads, so a killed backup dies with megabytes written
 
 # alembic.ini has no `path_separator`, so Alembic >= 1.16 warns on every in-process catalog
 # migration (the `services` fixture). That is a configuration defect reported separately; it
@@ -50,7 +49,7 @@ def _fingerprint(path: Path) -> tuple[str, bytes]:
 
 
 def _add_random_files(uploads: Path, count: int = 2, megabytes: int = RANDOM_MB) -> None:
-    """Incompressible files, so compressing them takes a while."""
+    """Incompressible files: what the archive holds when a backup is killed after one."""
     folder = uploads / "big"
     folder.mkdir(exist_ok=True)
     for n in range(count):
@@ -77,23 +76,77 @@ def _record(app: App, name: str) -> tuple[str, str] | None:
     return status, message
 
 
-def _wait_lock_free(app: App, timeout: float = 15.0) -> None:
-    """After kill -9 the server drops the dead session's advisory lock; wait until it has."""
-    query = (
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = "
-        f"{MUTATION_LOCK >> 32} AND objid = {MUTATION_LOCK & 0xFFFFFFFF} AND database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+def _wait_lock_free(app: App, timeout_seconds: int = 15) -> None:
+    """After kill -9 the server drops the dead session's advisory lock once it sees the socket
+    close; wait for that by taking the lock, blocking (lock_timeout bounds a hang), then
+    giving it back."""
+    app.sql(
+        f"SET lock_timeout = '{timeout_seconds}s'; "
+        f"SELECT pg_advisory_lock({MUTATION_LOCK}); SELECT pg_advisory_unlock({MUTATION_LOCK});"
     )
-    deadline = time.monotonic() + timeout
-    while app.sql(query).strip() != "0":
-        assert time.monotonic() < deadline, "the killed process's mutation lock was never freed"
-        time.sleep(0.05)
 
 
-def _popen_cli(app: App, *args: str, log: Path) -> subprocess.Popen[bytes]:
+# `python -c STOPPING_CLI POINT PREFIX ARGS...` is the CLI with one test-only change: at POINT,
+# for the archive whose file name starts with PREFIX, the process stops itself (SIGSTOP). The
+# test blocks in waitpid until it has stopped there, then kills it: the kill lands exactly at
+# that point, however fast or slow the machine is.
+STOPPING_CLI = """
+import os, signal, sys
+from api.archive import writer
+
+point, prefix = sys.argv[1:3]
+del sys.argv[1:3]
+
+
+def stop(final):
+    if final.name.startswith(prefix):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+if point == "archive opened":  # its temporary file exists, nothing written yet
+    opened = writer.ArchiveWriter.__init__
+
+    def init(self, final, compression):
+        opened(self, final, compression)
+        stop(final)
+
+    writer.ArchiveWriter.__init__ = init
+elif point == "large file added":  # a large upload is in the temporary file
+    add_file = writer.ArchiveWriter.add_file
+
+    def add(self, name, source, size, *args):
+        sha = add_file(self, name, source, size, *args)
+        if size >= 1024 * 1024:
+            stop(self.final)
+        return sha
+
+    writer.ArchiveWriter.add_file = add
+elif point == "published":  # the archive has its final name, not yet its sidecar
+    publish = writer.publish
+
+    def published(temporary, final):
+        publish(temporary, final)
+        stop(final)
+
+    writer.publish = published
+else:
+    raise SystemExit(f"unknown stop point {point!r}")
+
+from api.cli import main
+
+main()
+"""
+
+
+def _popen_cli(
+    app: App, *args: str, log: Path, stop_at: tuple[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The CLI as a subprocess; with `stop_at` (point, archive name prefix) it stops itself
+    there (see STOPPING_CLI)."""
+    launch = ["-m", "api"] if stop_at is None else ["-c", STOPPING_CLI, *stop_at]
     with open(log, "wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "api", *args],
+            [sys.executable, *launch, *args],
             cwd=app.root,
             env=app.env(),
             stdin=subprocess.DEVNULL,
@@ -102,18 +155,38 @@ def _popen_cli(app: App, *args: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _poll(
-    condition: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float, what: str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the process ended (exit {process.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
+def _stopped(process: subprocess.Popen[bytes], timeout: float = 120) -> bool:
+    """Block until `process` stops itself (True) or exits (False, its returncode set).
+
+    waitpid(WUNTRACED) returns the moment the process stops or ends; the thread only lets a
+    process that does neither fail the test after `timeout` instead of hanging it.
+    """
+    statuses: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: statuses.append(os.waitpid(process.pid, os.WUNTRACED)[1]), daemon=True
+    )
+    waiter.start()
+    waiter.join(timeout)
+    if not statuses:
+        process.kill()
+        waiter.join()
+        process.wait()
+        pytest.fail(f"the process neither stopped nor exited in {timeout} s")
+    if os.WIFSTOPPED(statuses[0]):
+        return True
+    process.returncode = os.waitstatus_to_exitcode(statuses[0])  # reaped: tell Popen
+    return False
+
+
+def _kill_when_stopped(process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """kill -9 `process` once it has stopped itself at its stop point."""
+    if not _stopped(process):
+        pytest.fail(
+            f"the process ended (exit {process.returncode}) before {what}:\n"
+            f"{log.read_text(errors='replace')}"
+        )
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
 
 
 def _list_json(app: App) -> dict[str, dict[str, object]]:
@@ -124,28 +197,6 @@ def _list_json(app: App) -> dict[str, dict[str, object]]:
 
 # ---------------------------------------------------------------------------------------------
 # 1. kill -9 during a backup never damages an earlier one (invariant 2)
-
-
-def _archive_partial_growing(folder: Path, name: str) -> Callable[[], bool]:
-    prefix = f".{name}.tar.gz{PARTIAL_MARK}"
-
-    def ready() -> bool:
-        if not folder.is_dir():
-            return False
-        for path in folder.iterdir():
-            if path.name.startswith(prefix):
-                try:
-                    return path.stat().st_size > 4 * 1024 * 1024
-                except FileNotFoundError:
-                    return False
-        return False
-
-    return ready
-
-
-def _final_archive_appeared(folder: Path, name: str) -> Callable[[], bool]:
-    final = folder / f"{name}.tar.gz"
-    return final.exists
 
 
 @pytest.mark.parametrize(
@@ -160,14 +211,10 @@ def test_kill_during_backup_leaves_earlier_backup_intact_and_is_recovered(
     before = {path: _fingerprint(path) for path in (first, sidecar)}
     _add_random_files(app.uploads)
 
-    process = _popen_cli(app, "backup", "second", "--quiet", log=tmp_path / "second.log")
-    if kill_point.startswith("while"):
-        ready = _archive_partial_growing(app.backups, "second")
-    else:
-        ready = _final_archive_appeared(app.backups, "second")
-    _poll(ready, process, timeout=60, what=kill_point)
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    point = "large file added" if kill_point.startswith("while") else "published"
+    log = tmp_path / "second.log"
+    process = _popen_cli(app, "backup", "second", "--quiet", log=log, stop_at=(point, "second."))
+    _kill_when_stopped(process, log, kill_point)
 
     record = _record(app, "second")
     assert record is not None
@@ -396,15 +443,15 @@ def test_restore_killed_during_its_safety_backup_changes_nothing(app: App, tmp_p
     live = (tree_state(app.uploads), database_state(app))
     base = {path: _fingerprint(path) for path in app.backups.iterdir()}
 
-    process = _popen_cli(app, "restore", str(archive), "--yes", "--quiet", log=tmp_path / "r.log")
-    _poll(
-        lambda: any(name.startswith(".pre-restore-") for name in _partials(app.backups)),
-        process,
-        timeout=60,
-        what="the pre_restore backup to start writing",
+    log = tmp_path / "r.log"
+    process = _popen_cli(
+        app,
+        *("restore", str(archive), "--yes", "--quiet"),
+        log=log,
+        stop_at=("archive opened", "pre-restore-"),
     )
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    _kill_when_stopped(process, log, "the pre_restore backup started writing")
+    assert any(name.startswith(".pre-restore-") for name in _partials(app.backups))
     assert (tree_state(app.uploads), database_state(app)) == live
 
     _wait_lock_free(app)
@@ -475,22 +522,25 @@ async def test_restore_is_refused_while_another_process_holds_the_mutation_lock(
 
 
 def test_two_backups_started_together_one_runs_one_is_refused(app: App, tmp_path: Path) -> None:
-    _add_random_files(app.uploads, count=1)  # long enough that the two surely overlap
+    # Each stops itself once it has opened its archive: if both could write at once, both
+    # would stop there.
     processes = {
-        name: _popen_cli(app, "backup", name, "--quiet", log=tmp_path / f"{name}.log")
+        name: _popen_cli(
+            app,
+            *("backup", name, "--quiet"),
+            log=tmp_path / f"{name}.log",
+            stop_at=("archive opened", f"{name}."),
+        )
         for name in ("left", "right")
     }
-    writing_at_once: set[tuple[str, ...]] = set()
-    deadline = time.monotonic() + 120
-    while any(p.poll() is None for p in processes.values()):
-        assert time.monotonic() < deadline, "the backups never finished"
-        # .left.database.sql.partial-*, .left.tar.gz.partial-*: which backups are writing
-        being_written = {name[1:].split(".")[0] for name in _partials(app.backups)}
-        if len(being_written) > 1:
-            writing_at_once.add(tuple(sorted(being_written)))
-        time.sleep(0.01)
-
-    assert writing_at_once == set(), f"two archives were being written at once: {writing_at_once}"
+    writing = [name for name, process in processes.items() if _stopped(process)]
+    # .left.database.sql.partial-*, .left.tar.gz.partial-*: which backups are writing
+    being_written = {name[1:].split(".")[0] for name in _partials(app.backups)}
+    for name in writing:
+        os.kill(processes[name].pid, signal.SIGCONT)
+        processes[name].wait(timeout=120)
+    assert len(writing) == 1, f"{writing} were writing their archives at once"
+    assert being_written == set(writing), f"partial files of {being_written} while {writing} ran"
     codes = {name: p.returncode for name, p in processes.items()}
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
     winners = [name for name, code in codes.items() if code == 0]

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import shutil
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,7 +17,7 @@ from api.locks import MutationLock
 from api.operations import Operations
 from api.scheduler import tick
 from api.services import Services, open_services
-from tests.conftest import Api, App, serve
+from tests.conftest import Api, App, run_server
 
 
 async def _schedule(api: Api, headers: dict[str, str], **body: object) -> dict[str, object]:
@@ -204,20 +203,24 @@ async def test_two_processes_ticking_together_run_each_fire_time_once(app: App, 
     assert _scheduled_backups(app) == ["completed"] * 3
 
 
+# APScheduler logs this line when a tick has finished, whether or not it ran anything.
+TICK_DONE = "executed successfully"
+
+
 def test_two_server_processes_on_one_catalog_back_up_once_per_fire_time(
     app: App, tmp_path: Path
 ) -> None:
     token = app.cli("tokens", "create", "--name", "sched").stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
     with contextlib.ExitStack() as stack:
-        bases = [
+        servers = [
             stack.enter_context(
-                serve(app, tmp_path / f"server{n}.log", SCHEDULER_TICK_SECONDS="0.5")
+                run_server(app, tmp_path / f"server{n}.log", SCHEDULER_TICK_SECONDS="0.5")
             )
             for n in range(2)
         ]
         created = httpx.post(
-            f"{bases[0]}/schedules",
+            f"{servers[0].base}/schedules",
             headers=headers,
             json={"name": "nightly", "cronExpression": "0 3 29 2 *"},  # never due on its own
             timeout=10,
@@ -225,11 +228,14 @@ def test_two_server_processes_on_one_catalog_back_up_once_per_fire_time(
         assert created.status_code == 201, created.text
         schedule_id = created.json()["id"]
         for fire in range(1, 4):
+            marks = [server.output.count(TICK_DONE) for server in servers]
             _make_due(app, schedule_id, datetime.now(UTC) - timedelta(seconds=1))
-            deadline = time.monotonic() + 60
-            while len(_scheduled_backups(app)) < fire and time.monotonic() < deadline:
-                time.sleep(0.2)
-            time.sleep(2.0)  # many more ticks of both processes
+            # A process's ticks never overlap (max_instances=1), so of the ticks it finishes
+            # after the schedule became due, all but the first also began after it: 4 finished
+            # ticks are 3 whole ticks in which each process saw the due run, claimed it or
+            # found it claimed, and a tick that ran the backup ended with it.
+            for server, mark in zip(servers, marks, strict=True):
+                server.output.wait_for(TICK_DONE, mark + 4)
             statuses = _scheduled_backups(app)
             logs = [p.read_text() for p in tmp_path.glob("*.log")]
             assert len(statuses) == fire, (statuses, logs)

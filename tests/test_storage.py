@@ -10,10 +10,12 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -263,18 +265,31 @@ async def test_local_presign_is_not_offered(tmp_path: Path) -> None:
 
 
 async def test_local_cancelled_put_publishes_nothing(tmp_path: Path) -> None:
-    class Slow(Source):
+    reading, release = threading.Event(), threading.Event()
+
+    class Held(Source):
+        """Hands out its first chunk, then holds the put's worker in its next read."""
+
         def read(self, size: int | None = -1) -> bytes:
-            time.sleep(0.05)
+            if self._data.tell():
+                reading.set()
+                assert release.wait(60), "the test never released the read"
             return super().read(size)
 
     store = LocalStorage(tmp_path / "store")
     data = payload(20 * MiB)
-    task = asyncio.create_task(store.put("slow", cast(BinaryIO, Slow(data)), len(data)))
-    await asyncio.sleep(0.2)
+    source = Held(data)
+    task = asyncio.create_task(store.put("slow", cast(BinaryIO, source), len(data)))
+    assert await asyncio.to_thread(reading.wait, 60), "the put never read past its first chunk"
+    assert [p.name for p in (tmp_path / "store").iterdir() if ".partial-" in p.name]
     task.cancel()
+    # One turn of the loop: the put's task handles its cancellation (telling its worker to
+    # stop) before this one resumes and lets the worker go on.
+    await asyncio.sleep(0)
+    release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert source._data.tell() < len(data), "the put read everything despite the cancel"
     assert list((tmp_path / "store").iterdir()) == [], "no object and no temporary file"
 
 
@@ -308,8 +323,9 @@ async def test_s3_keeps_at_most_max_concurrency_parts_in_memory(server: S3Server
     reader = Source(data)
     server.fail("PUT", "partNumber=", times=100, mode="hang")
     task = asyncio.create_task(store.put("obj", cast(BinaryIO, reader), len(data)))
-    assert await asyncio.to_thread(server.wait_until_held)
-    await asyncio.sleep(0.3)
+    # Part 2's request starts only once put() waits for a free slot: with both held, put()
+    # has read all it will read until one completes.
+    assert await asyncio.to_thread(server.wait_until_held, count=2), "2 parts in flight"
     read_ahead = reader._data.tell()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -401,11 +417,14 @@ async def test_s3_presigned_get_downloads_the_bytes(server: S3Server, s3: S3Stor
     assert response.headers["content-disposition"] == 'attachment; filename="nightly 2026.tar.gz"'
 
 
-async def test_s3_presigned_get_is_refused_after_it_expires(s3: S3Storage) -> None:
+async def test_s3_presigned_get_is_refused_after_it_expires(
+    server: S3Server, s3: S3Storage
+) -> None:
     await put_bytes(s3, "obj", b"short-lived")
     url = await s3.presign_get("obj", 1)
     assert url is not None
-    await asyncio.sleep(2.2)
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["1"]
+    server.advance_clock(2)  # S3 (the proxy, for moto) judges it 2 s later: expired
     async with httpx.AsyncClient() as http:
         response = await http.get(url)
     assert response.status_code == 403

@@ -427,6 +427,28 @@ async def test_a_dump_that_switches_string_lexing_off_cannot_end_the_transaction
     assert app.sql("SELECT count(*) > 0 FROM public.clients").strip() == "t", "live data kept"
 
 
+def _wait_until_a_session_waits_for(
+    app: App, key: int, process: subprocess.Popen[str], timeout: float = 120
+) -> None:
+    """Block until one session waits for advisory lock `key` (while `process` runs).
+
+    This polls pg_locks because nothing else can see it: PostgreSQL cannot block one session
+    until another starts waiting for a lock, and the waiting session cannot announce itself
+    first (it is the restore's psql, loading the dump restricted, inside the restore's open
+    transaction: no \\echo, and a NOTIFY would arrive only at its commit). The condition is
+    exact; the interval only decides how soon it is seen, and the deadline only ends a hang.
+    """
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        f"AND objid = {key} AND NOT granted"
+    )
+    deadline = time.monotonic() + timeout
+    while app.sql(waiting).strip() != "1":
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no session waited for lock {key} in {timeout} s"
+        time.sleep(0.1)
+
+
 def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(app: App) -> None:
     # The dump waits on a lock the test holds; meanwhile a token and audit rows are committed
     # by other sessions, as the service does while a restore runs. The restore still succeeds.
@@ -449,7 +471,6 @@ def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(ap
     holder.stdin.write("SELECT 'locked' FROM pg_advisory_lock(4242);\n")
     holder.stdin.flush()
     assert holder.stdout.readline().strip() == "locked", "the test could not take the lock"
-    granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
     restore = subprocess.Popen(
         [sys.executable, "-m", "api", "restore", str(forged), "--yes"],
         cwd=app.root,
@@ -459,9 +480,7 @@ def test_catalog_writes_of_other_sessions_during_a_restore_are_no_false_alarm(ap
         text=True,
     )
     try:
-        while app.sql(granted + " AND NOT granted").strip() != "1":
-            assert restore.poll() is None, restore.communicate()
-            time.sleep(0.1)
+        _wait_until_a_session_waits_for(app, 4242, restore)
         secret = app.cli("tokens", "create", "--name", "meanwhile").stdout.strip()
     finally:
         holder.stdin.write("SELECT pg_advisory_unlock(4242);\n\\q\n")
