@@ -468,6 +468,7 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
     from api.audit import service as audit
     from api.auth import service as auth
     from api.db import transaction
+    from api.states import AuditOutcome
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -479,7 +480,12 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
         async with transaction(services.sessions) as session:
             user = await auth.create_user(session, email, role, password)
             await audit.record(
-                session, "cli", "user.create", user.email, "completed", {"role": user.role}
+                session,
+                audit.CLI,
+                action="user.create",
+                target=user.email,
+                outcome=AuditOutcome.completed,
+                detail={"role": user.role},
             )
         click.echo(f"user {user.email} created with role {user.role}")
 
@@ -500,6 +506,7 @@ def tokens_create(name: str, role: str, expires_days: int | None) -> None:
     from api.audit import service as audit
     from api.auth import service as auth
     from api.db import transaction
+    from api.states import AuditOutcome
 
     expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
 
@@ -509,11 +516,11 @@ def tokens_create(name: str, role: str, expires_days: int | None) -> None:
             secret, token = await auth.create_token(session, name, role, "cli", expires)
             await audit.record(
                 session,
-                "cli",
-                "token.create",
-                token.name,
-                "completed",
-                {"id": token.id, "role": token.role},
+                audit.CLI,
+                action="token.create",
+                target=token.name,
+                outcome=AuditOutcome.completed,
+                detail={"id": token.id, "role": token.role},
             )
         click.echo(
             f"token {token.name} ({token.id}, role {token.role}) created; it is shown only "
@@ -560,13 +567,19 @@ def tokens_revoke(token: str) -> None:
     from api.audit import service as audit
     from api.auth import service as auth
     from api.db import transaction
+    from api.states import AuditOutcome
 
     @with_services
     async def go(services: Services) -> None:
         async with transaction(services.sessions) as session:
             row = await auth.revoke_token(session, token)
             await audit.record(
-                session, "cli", "token.revoke", row.name, "completed", {"id": row.id}
+                session,
+                audit.CLI,
+                action="token.revoke",
+                target=row.name,
+                outcome=AuditOutcome.completed,
+                detail={"id": row.id},
             )
         click.echo(f"token {row.name} ({row.id}) revoked")
 

@@ -18,6 +18,7 @@ from api.db import transaction
 from api.errors import Forbidden, Unauthorized
 from api.operations import Operations
 from api.services import Services
+from api.states import AuditOutcome
 
 SESSION_COOKIE = "nexus_session"
 CSRF_HEADER = "x-csrf-token"
@@ -72,19 +73,18 @@ async def record_refusal(
     reason: str,
     *,
     action: str = "auth.refused",
-    outcome: str = "refused",
+    outcome: AuditOutcome = AuditOutcome.refused,
 ) -> None:
     """Audit a refusal in its own transaction, counted per caller, reason and minute (a flood
     of anonymous requests does not add a row each)."""
     async with transaction(services.sessions) as session:
         await audit.record_counted(
             session,
-            actor,
-            action,
-            f"{request.method} {request.url.path}"[:500],
-            outcome,
-            reason,
-            client_address(request),
+            audit.Caller(actor, client_address(request)),
+            action=action,
+            target=f"{request.method} {request.url.path}"[:500],
+            outcome=outcome,
+            reason=reason,
             at=request_time(request),
             rows_per_minute=services.settings.audit_refusal_rows_per_minute,
         )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from api.audit import service as audit
 from api.db import transaction
 from api.errors import UnsafePath
+from api.states import AuditOutcome
 
 if TYPE_CHECKING:
     from api.backups.models import SystemBackup
@@ -162,12 +163,11 @@ async def record_refusal(
     async with transaction(services.sessions) as session:
         await audit.record(
             session,
-            actor,
-            "security.refused",
-            target,
-            "refused",
-            {**(detail or {}), "action": action, "path": error.path, "error": error.detail},
-            client_address,
+            audit.Caller(actor, client_address),
+            action="security.refused",
+            target=target,
+            outcome=AuditOutcome.refused,
+            detail={**(detail or {}), "action": action, "path": error.path, "error": error.detail},
         )
     log.warning("refused %s of %s: %s", action, target or "-", error.detail)
 

@@ -11,6 +11,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.models import AuditLog
+from api.audit.schemas import AuditList, AuditOut
+from api.states import AuditOutcome
 
 log = logging.getLogger("nexus_backup.audit")
 
@@ -27,43 +29,29 @@ SYSTEM = Caller("system")
 CLI = Caller("cli")
 
 
-async def entry(
+async def record(
     session: AsyncSession,
     caller: Caller,
     *,
     action: str,
     target: str | None,
-    outcome: str,
+    outcome: AuditOutcome,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> None:
     """Append one audit row for `caller` (the transaction is the caller's)."""
-    await record(session, caller.actor, action, target, outcome, detail, caller.address, at=at)
-
-
-async def record(
-    session: AsyncSession,
-    actor: str,
-    action: str,
-    target: str | None,
-    outcome: str,
-    detail: dict[str, Any] | None = None,
-    client_address: str | None = None,
-    *,
-    at: datetime | None = None,
-) -> None:
     session.add(
         AuditLog(
             at=at or datetime.now(UTC),
-            actor=actor,
+            actor=caller.actor,
             action=action,
             target=target,
             outcome=outcome,
             detail=detail,
-            client_address=client_address,
+            client_address=caller.address,
         )
     )
-    log.info("audit %s %s %s by %s", action, target or "-", outcome, actor)
+    log.info("audit %s %s %s by %s", action, target or "-", outcome, caller.actor)
 
 
 # pg_advisory_xact_lock(class, hashtext(key)): one writer per aggregated row at a time.
@@ -73,13 +61,12 @@ OVERFLOW_ACTOR = "*"
 
 async def record_counted(
     session: AsyncSession,
-    actor: str,
+    caller: Caller,
+    *,
     action: str,
     target: str | None,
-    outcome: str,
+    outcome: AuditOutcome,
     reason: str,
-    client_address: str | None,
-    *,
     at: datetime,
     rows_per_minute: int,
 ) -> None:
@@ -88,6 +75,7 @@ async def record_counted(
     `rows_per_minute` distinct rows in a minute, the rest are counted in one summary row. So a
     flood of anonymous requests adds at most rows_per_minute + 1 rows a minute, and the first
     refusal of each kind is still recorded with its target."""
+    actor, client_address = caller.actor, caller.address
     window = at.replace(second=0, microsecond=0)
     if await _count_into(session, actor, action, outcome, reason, client_address, window, at):
         log.info("audit %s %s %s by %s (counted)", action, target or "-", outcome, actor)
@@ -107,19 +95,24 @@ async def record_counted(
     if rows < rows_per_minute:
         await record(
             session,
-            actor,
-            action,
-            target,
-            outcome,
-            {"reason": reason, "count": 1},
-            client_address,
+            caller,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail={"reason": reason, "count": 1},
             at=at,
         )
         return
     summary = f"more than {rows_per_minute} distinct {action} rows this minute"
     if not await _count_into(session, OVERFLOW_ACTOR, action, outcome, summary, None, window, at):
         await record(
-            session, OVERFLOW_ACTOR, action, None, outcome, {"reason": summary, "count": 1}, at=at
+            session,
+            Caller(OVERFLOW_ACTOR),
+            action=action,
+            target=None,
+            outcome=outcome,
+            detail={"reason": summary, "count": 1},
+            at=at,
         )
 
 
@@ -170,3 +163,35 @@ async def _count_into(
     detail["lastAt"] = at.isoformat()
     row.detail = detail
     return True
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    action: str | None = None,
+    actor: str | None = None,
+) -> AuditList:
+    """One page of the audit trail, newest first, with the total; filters by action and actor."""
+    query = select(AuditLog)
+    counter = select(func.count()).select_from(AuditLog)
+    if action:
+        query, counter = (
+            query.where(AuditLog.action == action),
+            counter.where(AuditLog.action == action),
+        )
+    if actor:
+        query, counter = (
+            query.where(AuditLog.actor == actor),
+            counter.where(AuditLog.actor == actor),
+        )
+    rows = (
+        (await session.execute(query.order_by(AuditLog.id.desc()).limit(limit).offset(offset)))
+        .scalars()
+        .all()
+    )
+    total = (await session.execute(counter)).scalar_one()
+    return AuditList(
+        items=[AuditOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )

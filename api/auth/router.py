@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 
-from api.audit import service as audit
 from api.auth import service, throttle
 from api.auth.models import ADMIN_ROLES, AppUser
 from api.auth.schemas import LoginIn, MeOut
@@ -16,12 +15,14 @@ from api.deps import (
     AdminDep,
     ServicesDep,
     SessionDep,
+    caller,
     client_address,
     record_refusal,
     request_time,
 )
 from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.schemas import errors
+from api.states import AuditOutcome
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -66,7 +67,7 @@ async def login(
             email[:200],
             "wrong credentials" if user is None else f"role {user.role}",
             action="auth.login",
-            outcome="failed",
+            outcome=AuditOutcome.failed,
         )
         if user is None:
             raise Unauthorized("wrong email or password")
@@ -85,19 +86,14 @@ async def login(
         secure=request.url.scheme == "https" if secure is None else secure,
         path="/",
     )
-    await audit.record(session, user.email, "auth.login", None, "completed", None, client)
     return MeOut(actor=user.email, role=user.role, kind="session", csrf_token=record.csrf_token)
 
 
 @router.post("/logout", operation_id="auth_logout", status_code=204, responses=errors(401, 403))
-async def logout(request: Request, session: SessionDep, principal: AdminDep) -> Response:
+async def logout(request: Request, services: ServicesDep, principal: AdminDep) -> Response:
     """End the session and clear its cookie."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and principal.kind == "session":
-        await service.close_session(session, cookie)
-    await audit.record(
-        session, principal.actor, "auth.logout", None, "completed", None, client_address(request)
-    )
+    cookie = request.cookies.get(SESSION_COOKIE) if principal.kind == "session" else None
+    await service.log_out(services.sessions, caller(request, principal), cookie)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -21,8 +21,11 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.audit import service as audit
 from api.auth.models import ADMIN_ROLES, ApiToken, AppUser, AuthSession, CatalogSecret
+from api.db import transaction
 from api.errors import BadRequest, Conflict, NotFound
+from api.states import AuditOutcome
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -151,6 +154,13 @@ async def open_session(
     )
     session.add(record)
     user.last_login_at = now()
+    await audit.record(
+        session,
+        audit.Caller(user.email, client),
+        action="auth.login",
+        target=None,
+        outcome=AuditOutcome.completed,
+    )
     return cookie, record
 
 
@@ -180,6 +190,18 @@ async def close_session(session: AsyncSession, cookie: str) -> None:
     record = await session.get(AuthSession, digest(cookie))
     if record is not None:
         await session.delete(record)
+
+
+async def log_out(
+    sessions: async_sessionmaker[AsyncSession], caller: audit.Caller, cookie: str | None
+) -> None:
+    """End the cookie session (a token has none to end) and audit the logout."""
+    async with transaction(sessions) as session:
+        if cookie:
+            await close_session(session, cookie)
+        await audit.record(
+            session, caller, action="auth.logout", target=None, outcome=AuditOutcome.completed
+        )
 
 
 async def create_token(

@@ -22,7 +22,7 @@ from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import ArchiveError, UnsafePath
 from api.services import Services
-from api.states import BackupStatus, BackupType, SyncStatus
+from api.states import AuditOutcome, BackupStatus, BackupType, SyncStatus
 from api.storage.base import StorageError
 
 log = logging.getLogger("nexus_backup.import")
@@ -122,11 +122,11 @@ async def _add(services: Services, record: SystemBackup, report: ImportReport) -
         session.add(record)
         await audit.record(
             session,
-            "cli",
-            "backup.import",
-            record.name,
-            "completed",
-            {"id": record.id, "sha256": record.checksum, "cloudPath": record.cloud_path},
+            audit.CLI,
+            action="backup.import",
+            target=record.name,
+            outcome=AuditOutcome.completed,
+            detail={"id": record.id, "sha256": record.checksum, "cloudPath": record.cloud_path},
         )
     report.imported.append(record.name)
 

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import PurePosixPath
-from typing import Annotated, BinaryIO
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api import paths
-from api.audit import service as audit
-from api.auth import service as auth
-from api.backups import service
+from api.backups import downloads, service
 from api.backups.models import SystemBackup
 from api.backups.schemas import (
     BackupCreate,
@@ -37,14 +28,12 @@ from api.deps import (
     caller,
     client_address,
 )
-from api.errors import Conflict, Forbidden, NotFound, Unavailable, UnsafePath
 from api.operations import BackupOp, DeleteOp, RestoreOp, SyncOp, VerifyOp
 from api.restores.runner import RestoreRequest
 from api.restores.schemas import RestoreOut
 from api.schemas import errors
 from api.states import BackupStatus, BackupType
 from api.storage import service as storage
-from api.storage.base import CHUNK_SIZE, StorageError
 from api.storage.s3 import content_disposition
 
 router = APIRouter(prefix="/backups", tags=["backups"])
@@ -155,10 +144,6 @@ async def delete_backup(
     return to_out(await operations.run(DeleteOp(backup_id), caller(request, principal)))
 
 
-def _file_message(backup_id: str, expires: int) -> str:
-    return f"download:{backup_id}:{expires}"
-
-
 @router.get(
     "/{backup_id}/download",
     operation_id="backup_download",
@@ -168,54 +153,17 @@ def _file_message(backup_id: str, expires: int) -> str:
 async def download_link(
     backup_id: str,
     request: Request,
-    session: SessionDep,
     services: ServicesDep,
     principal: AdminDep,
 ) -> DownloadLink:
     """A short-lived link to the archive: a signed link to this server while the local file
     exists, else a presigned GET of the cloud copy (the bucket stays private)."""
-    backup = await service.get_visible(session, backup_id)
-    actor, address = principal.actor, client_address(request)
-    archive = await paths.archive_path(
-        services, backup, action="backup.download_link", actor=actor, client_address=address
-    )
-    local = archive is not None and archive.is_file()
-    if backup.status != "completed" or not (local or backup.is_cloud_synced):
-        raise Conflict(f"backup {backup.name!r} has no archive to download ({backup.status})")
-    seconds = services.settings.download_link_seconds
-    expires = int(time.time()) + seconds
-    if local:
-        signature = auth.sign(await auth.signing_key(session), _file_message(backup.id, expires))
-        url = str(
-            request.url_for("backup_file", backup_id=backup.id).include_query_params(
-                expires=expires, signature=signature
-            )
-        )
-    else:
-        key = await paths.archive_key(
-            services, backup, action="backup.download_link", actor=actor, client_address=address
-        )
-        if key is None:
-            raise Conflict(f"backup {backup.name!r} has no downloadable copy")
-        try:
-            presigned = await storage.require(services.storage).presign_get(
-                key, seconds, PurePosixPath(key).name
-            )
-        except StorageError as error:
-            raise Unavailable(f"cannot sign a cloud download link: {error}") from None
-        if presigned is None:
-            raise Conflict(f"backup {backup.name!r} has no downloadable copy")
-        url = presigned
-    await audit.record(
-        session,
-        principal.actor,
-        "backup.download_link",
-        backup.name,
-        "completed",
-        {"id": backup.id, "expires": expires},
-        client_address(request),
-    )
-    return DownloadLink(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
+
+    def file_url(backup_id: str, expires: int, signature: str) -> str:
+        url = request.url_for("backup_file", backup_id=backup_id)
+        return str(url.include_query_params(expires=expires, signature=signature))
+
+    return await downloads.link(services, caller(request, principal), backup_id, file_url)
 
 
 @router.get(
@@ -234,70 +182,22 @@ async def download_link(
 async def download_file(
     backup_id: str,
     request: Request,
-    session: SessionDep,
     services: ServicesDep,
     expires: Annotated[int, Query(ge=0, le=2**40)],
     signature: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> Response:
     """The archive itself, for a signed link from backup_download; 403 once expired or altered."""
-    key = await auth.signing_key(session)
-    if not auth.signature_ok(key, _file_message(backup_id, expires), signature):
-        raise Forbidden("this download link is invalid: ask for a new one")
-    if expires < time.time():
-        raise Forbidden("this download link has expired: ask for a new one")
-    backup = await service.get_visible(session, backup_id)
-    archive = await paths.archive_path(
-        services,
-        backup,
-        action="backup.download",
-        actor="download-link",
-        client_address=client_address(request),
+    download = await downloads.open_archive(
+        services, client_address(request), backup_id, expires=expires, signature=signature
     )
-    try:
-        if backup.status != "completed" or archive is None:
-            raise FileNotFoundError
-        fd = paths.open_file(archive, services.settings.backup_dir)
-    except FileNotFoundError:
-        raise NotFound(f"backup {backup.name!r} has no archive any more") from None
-    except UnsafePath as error:
-        await paths.record_refusal(
-            services,
-            error,
-            actor="download-link",
-            action="backup.download",
-            target=backup.name,
-            detail={"id": backup.id},
-            client_address=client_address(request),
-        )
-        raise
-    handle = os.fdopen(fd, "rb")
-    await audit.record(
-        session,
-        "download-link",
-        "backup.download",
-        backup.name,
-        "completed",
-        {"id": backup.id},
-        client_address(request),
-    )
-    media = "application/zstd" if archive.name.endswith(".zst") else "application/gzip"
     return StreamingResponse(
-        _chunks(handle),
-        media_type=media,
+        download.chunks(),
+        media_type=download.media_type,
         headers={
-            "Content-Length": str(os.fstat(handle.fileno()).st_size),
-            "Content-Disposition": content_disposition(archive.name),
+            "Content-Length": str(download.size),
+            "Content-Disposition": content_disposition(download.name),
         },
     )
-
-
-async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
-    """The opened archive (checked inside BACKUP_DIR), streamed, then closed."""
-    try:
-        while block := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-            yield block
-    finally:
-        handle.close()
 
 
 @router.post(

@@ -103,7 +103,7 @@ class BackupOp(Mutation[SystemBackup]):
                 created_at=service.now(),
             )
             session.add(backup)
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="backup.create",
@@ -132,7 +132,7 @@ class BackupOp(Mutation[SystemBackup]):
                 backup = await service.get(session, backup_id)
                 backup.status, backup.error_message = BackupStatus.failed, reason
                 backup.completed_at, backup.phase = service.now(), None
-                await audit.entry(
+                await audit.record(
                     session,
                     ctx.caller,
                     action="backup.run",
@@ -160,7 +160,7 @@ class BackupOp(Mutation[SystemBackup]):
             backup.progress_bytes = backup.progress_total = made.size
             if backup.sync_requested:  # a process that dies before the upload leaves it due
                 backup.sync_status, backup.next_sync_at = SyncStatus.pending, service.now()
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="backup.run",

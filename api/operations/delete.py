@@ -64,7 +64,7 @@ class DeleteOp(Operation[SystemBackup]):
             backup = await backups.get_visible(session, self.backup_id)
             _check_idle(backup, await restores.running(session))
             backup.deleted_at, backup.purged_at = backups.now(), None
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action=self.action,
@@ -79,7 +79,7 @@ class DeleteOp(Operation[SystemBackup]):
                 undone = await session.get(SystemBackup, self.backup_id)
                 assert undone is not None
                 undone.deleted_at = None
-                await audit.entry(
+                await audit.record(
                     session,
                     ctx.caller,
                     action=self.action,

@@ -28,7 +28,7 @@ from api.operations.engine import Context, Operations
 from api.restores import runner as restores
 from api.restores.models import SystemRestore
 from api.services import Services
-from api.states import OperationKind
+from api.states import AuditOutcome, OperationKind
 
 log = logging.getLogger("nexus_backup.recovery")
 INTERRUPTED = "interrupted: the process running it stopped before it finished"
@@ -95,11 +95,11 @@ async def _recover(services: Services) -> list[str]:
                 # A name such as `../../x` (a forged row) would reach outside BACKUP_DIR.
                 await audit.record(
                     session,
-                    "system",
-                    "security.refused",
-                    backup.name,
-                    "refused",
-                    {
+                    audit.SYSTEM,
+                    action="security.refused",
+                    target=backup.name,
+                    outcome=AuditOutcome.refused,
+                    detail={
                         "id": backup.id,
                         "action": "recovery",
                         "path": error.path,
@@ -109,11 +109,11 @@ async def _recover(services: Services) -> list[str]:
                 notes.append(f"refused to remove files of backup {backup.id}: {error.detail}")
             await audit.record(
                 session,
-                "system",
-                "backup.run",
-                backup.name,
-                "failed",
-                {"id": backup.id, "error": INTERRUPTED},
+                audit.SYSTEM,
+                action="backup.run",
+                target=backup.name,
+                outcome=AuditOutcome.failed,
+                detail={"id": backup.id, "error": INTERRUPTED},
             )
             notes.append(f"backup {backup.name} ({backup.id}) was interrupted: marked failed")
         restoring = (
@@ -146,11 +146,11 @@ async def _recover(services: Services) -> list[str]:
                 note = "marked failed; nothing was changed"
             await audit.record(
                 session,
-                "system",
-                "restore.run",
-                restore.archive_path,
-                restore.status,
-                {"id": restore.id, "error": restore.error_message},
+                audit.SYSTEM,
+                action="restore.run",
+                target=restore.archive_path,
+                outcome=AuditOutcome(restore.status),
+                detail={"id": restore.id, "error": restore.error_message},
             )
             notes.append(f"restore {restore.id} was interrupted: {note}")
     if folder.is_dir():

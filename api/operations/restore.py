@@ -63,7 +63,7 @@ class RestoreOp(Mutation[RestoreResult]):
                 created_at=backups.now(),
             )
             session.add(record)
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="restore.dry_run" if request.dry_run else "restore.start",
@@ -131,12 +131,12 @@ class RestoreOp(Mutation[RestoreResult]):
                 if status == RestoreStatus.failed or action == "restore.run"
                 else {}
             )
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action=action,
                 target=self.target.path.name,
-                outcome=status,
+                outcome=AuditOutcome(status),
                 detail={"id": self.id, **(detail or {}), **extra},
             )
         return done

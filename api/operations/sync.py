@@ -88,7 +88,7 @@ class SyncOp(Operation[SystemBackup]):
             )
             backup.is_cloud_synced, backup.cloud_path = True, key
             backup.cloud_provider, backup.synced_at = store.name, datetime.now(UTC)
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="backup.sync",
@@ -117,7 +117,7 @@ class SyncOp(Operation[SystemBackup]):
             backup.sync_attempts += 1
             backup.sync_status, backup.sync_error = SyncStatus.pending, reason
             backup.next_sync_at = datetime.now(UTC) + backoff(backup.sync_attempts)
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="backup.sync",

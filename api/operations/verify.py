@@ -60,7 +60,7 @@ class VerifyOp(Operation[Verification]):
         assert self.backup is not None
         result = await verifier.verify(ctx.services, self.backup, self.path, deep=self.deep)
         async with transaction(ctx.services.sessions) as session:
-            await audit.entry(
+            await audit.record(
                 session,
                 ctx.caller,
                 action="backup.verify",
@@ -108,9 +108,11 @@ class ArchiveVerifyOp(Operation[Verification]):
         )
 
 
-async def _audit(ctx: Context, target: str, outcome: str, detail: dict[str, object]) -> None:
+async def _audit(
+    ctx: Context, target: str, outcome: AuditOutcome, detail: dict[str, object]
+) -> None:
     async with transaction(ctx.services.sessions) as session:
-        await audit.entry(
+        await audit.record(
             session,
             ctx.caller,
             action="backup.verify",

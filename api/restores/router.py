@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
 
 from api.deps import AdminDep, SessionDep
 from api.restores import service
-from api.restores.models import SystemRestore
 from api.restores.schemas import RestoreList, RestoreOut
 from api.schemas import errors
 
@@ -26,22 +24,7 @@ async def list_restores(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> RestoreList:
     """Restores and dry runs, newest first."""
-    rows = (
-        (
-            await session.execute(
-                select(SystemRestore)
-                .order_by(SystemRestore.created_at.desc())
-                .limit(limit)
-                .offset(offset)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    total = (await session.execute(select(func.count()).select_from(SystemRestore))).scalar_one()
-    return RestoreList(
-        items=[RestoreOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
-    )
+    return await service.list_restores(session, limit=limit, offset=offset)
 
 
 @router.get(

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.audit import service as audit
-from api.deps import AdminDep, ServicesDep, SessionDep, client_address, require_destroyer
+from api.deps import AdminDep, ServicesDep, SessionDep, caller, require_destroyer
 from api.schedules import cron, service
 from api.schedules.models import BackupSchedule
 from api.schedules.schemas import ScheduleCreate, ScheduleOut, SchedulePreview, ScheduleUpdate
@@ -67,7 +66,6 @@ async def preview(
 async def create_schedule(
     body: ScheduleCreate,
     request: Request,
-    session: SessionDep,
     services: ServicesDep,
     principal: AdminDep,
 ) -> ScheduleOut:
@@ -75,16 +73,7 @@ async def create_schedule(
     Retention deletes backups, so setting retentionDays needs a role that may delete."""
     if body.retention_days is not None:
         await require_destroyer(services, request, principal, RETENTION)
-    schedule = await service.create(session, body)
-    await audit.record(
-        session,
-        principal.actor,
-        "schedule.create",
-        schedule.name,
-        "completed",
-        {"id": schedule.id, "cron": schedule.cron_expression, "timezone": schedule.timezone},
-        client_address(request),
-    )
+    schedule = await service.create(services.sessions, caller(request, principal), body)
     return to_out(schedule)
 
 
@@ -98,7 +87,6 @@ async def update_schedule(
     schedule_id: str,
     body: ScheduleUpdate,
     request: Request,
-    session: SessionDep,
     services: ServicesDep,
     principal: AdminDep,
 ) -> ScheduleOut:
@@ -106,15 +94,8 @@ async def update_schedule(
     so changing retentionDays needs a role that may delete."""
     if body.retention_days:  # 0 or none keeps every backup: no deletion to authorise
         await require_destroyer(services, request, principal, RETENTION)
-    schedule = await service.change(session, schedule_id, body)
-    await audit.record(
-        session,
-        principal.actor,
-        "schedule.update",
-        schedule.name,
-        "completed",
-        {"id": schedule.id, **body.model_dump(mode="json", by_alias=True, exclude_unset=True)},
-        client_address(request),
+    schedule = await service.change(
+        services.sessions, caller(request, principal), schedule_id, body
     )
     return to_out(schedule)
 
@@ -126,19 +107,10 @@ async def update_schedule(
     responses=errors(401, 403, 404),
 )
 async def delete_schedule(
-    schedule_id: str, request: Request, session: SessionDep, principal: AdminDep
+    schedule_id: str, request: Request, services: ServicesDep, principal: AdminDep
 ) -> Response:
     """Delete a schedule; the backups it made stay."""
-    schedule = await service.delete(session, schedule_id)
-    await audit.record(
-        session,
-        principal.actor,
-        "schedule.delete",
-        schedule.name,
-        "completed",
-        {"id": schedule.id},
-        client_address(request),
-    )
+    await service.delete(services.sessions, caller(request, principal), schedule_id)
     return Response(status_code=204)
 
 
@@ -149,17 +121,8 @@ async def delete_schedule(
     responses=errors(401, 403, 404),
 )
 async def toggle_schedule(
-    schedule_id: str, request: Request, session: SessionDep, principal: AdminDep
+    schedule_id: str, request: Request, services: ServicesDep, principal: AdminDep
 ) -> ScheduleOut:
     """Enable or disable a schedule."""
-    schedule = await service.toggle(session, schedule_id)
-    await audit.record(
-        session,
-        principal.actor,
-        "schedule.toggle",
-        schedule.name,
-        "completed",
-        {"id": schedule.id, "isEnabled": schedule.is_enabled},
-        client_address(request),
-    )
+    schedule = await service.toggle(services.sessions, caller(request, principal), schedule_id)
     return to_out(schedule)

@@ -1,4 +1,5 @@
-"""Schedules in the catalog. Plain async functions taking the session first; never commit."""
+"""Schedules in the catalog. Queries take the session first and never commit; the changes a
+router asks for (create, change, delete, toggle) run and audit in a short transaction each."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.audit import service as audit
+from api.db import transaction
 from api.errors import NotFound, Unprocessable
 from api.schedules import cron
 from api.schedules.models import BackupSchedule
 from api.schedules.schemas import ScheduleCreate, ScheduleUpdate
+from api.states import AuditOutcome
+
+Sessions = async_sessionmaker[AsyncSession]
 
 
 def now() -> datetime:
@@ -51,7 +57,7 @@ async def list_schedules(session: AsyncSession) -> Sequence[BackupSchedule]:
     return (await session.execute(query)).scalars().all()
 
 
-async def create(session: AsyncSession, data: ScheduleCreate) -> BackupSchedule:
+async def _create(session: AsyncSession, data: ScheduleCreate) -> BackupSchedule:
     expression, timezone = checked(data.cron_expression, data.timezone)
     at = now()
     schedule = BackupSchedule(
@@ -72,7 +78,7 @@ async def create(session: AsyncSession, data: ScheduleCreate) -> BackupSchedule:
     return schedule
 
 
-async def change(session: AsyncSession, schedule_id: str, data: ScheduleUpdate) -> BackupSchedule:
+async def _change(session: AsyncSession, schedule_id: str, data: ScheduleUpdate) -> BackupSchedule:
     schedule = await get(session, schedule_id)
     fields = data.model_fields_set
     expression, timezone = checked(
@@ -94,7 +100,7 @@ async def change(session: AsyncSession, schedule_id: str, data: ScheduleUpdate) 
     return schedule
 
 
-async def toggle(session: AsyncSession, schedule_id: str) -> BackupSchedule:
+async def _toggle(session: AsyncSession, schedule_id: str) -> BackupSchedule:
     schedule = await get(session, schedule_id)
     schedule.is_enabled = not schedule.is_enabled
     _reschedule(schedule)
@@ -112,10 +118,79 @@ def _reschedule(schedule: BackupSchedule) -> None:
     )
 
 
-async def delete(session: AsyncSession, schedule_id: str) -> BackupSchedule:
+async def _delete(session: AsyncSession, schedule_id: str) -> BackupSchedule:
     """Delete the schedule; its backups stay (their scheduleId becomes null)."""
     schedule = await get(session, schedule_id)
     await session.delete(schedule)
+    return schedule
+
+
+async def create(sessions: Sessions, caller: audit.Caller, data: ScheduleCreate) -> BackupSchedule:
+    """Check and add a schedule, audited, in one short transaction."""
+    async with transaction(sessions) as session:
+        schedule = await _create(session, data)
+        await audit.record(
+            session,
+            caller,
+            action="schedule.create",
+            target=schedule.name,
+            outcome=AuditOutcome.completed,
+            detail={
+                "id": schedule.id,
+                "cron": schedule.cron_expression,
+                "timezone": schedule.timezone,
+            },
+        )
+    return schedule
+
+
+async def change(
+    sessions: Sessions, caller: audit.Caller, schedule_id: str, data: ScheduleUpdate
+) -> BackupSchedule:
+    """Check and apply a change (the next run is computed again from now), audited."""
+    async with transaction(sessions) as session:
+        schedule = await _change(session, schedule_id, data)
+        await audit.record(
+            session,
+            caller,
+            action="schedule.update",
+            target=schedule.name,
+            outcome=AuditOutcome.completed,
+            detail={
+                "id": schedule.id,
+                **data.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            },
+        )
+    return schedule
+
+
+async def delete(sessions: Sessions, caller: audit.Caller, schedule_id: str) -> BackupSchedule:
+    """Delete a schedule, audited; the backups it made stay."""
+    async with transaction(sessions) as session:
+        schedule = await _delete(session, schedule_id)
+        await audit.record(
+            session,
+            caller,
+            action="schedule.delete",
+            target=schedule.name,
+            outcome=AuditOutcome.completed,
+            detail={"id": schedule.id},
+        )
+    return schedule
+
+
+async def toggle(sessions: Sessions, caller: audit.Caller, schedule_id: str) -> BackupSchedule:
+    """Enable or disable a schedule, audited."""
+    async with transaction(sessions) as session:
+        schedule = await _toggle(session, schedule_id)
+        await audit.record(
+            session,
+            caller,
+            action="schedule.toggle",
+            target=schedule.name,
+            outcome=AuditOutcome.completed,
+            detail={"id": schedule.id, "isEnabled": schedule.is_enabled},
+        )
     return schedule
 
 
