@@ -21,11 +21,11 @@ from api.auth import service as auth
 from api.backups import service
 from api.backups.schemas import DownloadLink
 from api.db import transaction
-from api.errors import Conflict, Forbidden, NotFound, Unavailable, UnsafePath
+from api.errors import Conflict, Forbidden, NotFound, UnsafePath
 from api.services import Services
 from api.states import AuditOutcome, BackupStatus
 from api.storage import service as storage
-from api.storage.base import CHUNK_SIZE, StorageError
+from api.storage.base import CHUNK_SIZE
 
 # The actor a signed link's download is audited as: whoever holds the link.
 LINK_HOLDER = "download-link"
@@ -64,12 +64,9 @@ async def link(
         )
         if cloud_key is None:
             raise Conflict(f"backup {backup.name!r} has no downloadable copy")
-        try:
-            presigned = await storage.require(services.storage).presign_get(
-                cloud_key, seconds, PurePosixPath(cloud_key).name
-            )
-        except StorageError as error:
-            raise Unavailable(f"cannot sign a cloud download link: {error}") from None
+        presigned = await storage.require(services.storage).presign_get(
+            cloud_key, seconds, PurePosixPath(cloud_key).name
+        )
         if presigned is None:
             raise Conflict(f"backup {backup.name!r} has no downloadable copy")
         url = presigned
