@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from api.config import Settings
@@ -31,6 +33,7 @@ from api.operations import Operations
 from api.services import Services, open_services
 from nexus_dev.cluster import LocalCluster
 from nexus_dev.demo import seed_demo
+from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "demo_template"
@@ -434,3 +437,47 @@ def serve(app: App, log: Path, **env: str) -> Iterator[str]:
     """`run_server`, yielding only the server's base URL."""
     with run_server(app, log, **env) as server:
         yield server.base
+
+
+# -- cloud storage: moto's S3 server behind a fault proxy, over real HTTP on 127.0.0.1 --------
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with S3Server() as server:
+        yield server
+
+
+def cloud_settings(s3: S3Server, bucket: str) -> dict[str, object]:
+    """BACKUP_S3_* for `bucket` behind the fault proxy of `s3`."""
+    return {
+        "backup_s3_endpoint": s3.proxy_endpoint,
+        "backup_s3_bucket": bucket,
+        "backup_s3_access_key_id": s3.access_key,
+        "backup_s3_secret_access_key": s3.secret_key,
+        "backup_s3_region": "us-east-1",
+        "backup_s3_part_size_mb": 5,
+    }
+
+
+async def api_for(app: App, settings: dict[str, object]) -> AsyncIterator[Api]:
+    """The app of `app` with these settings (e.g. a bucket), as the `api` fixture serves it."""
+    from api.main import create_app
+
+    fastapi = create_app(app.settings(scheduler_enabled=False, **settings))
+    async with LifespanManager(fastapi) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(app, client, fastapi.state.services, fastapi)
+
+
+@pytest.fixture
+async def bucket(s3: S3Server) -> str:
+    s3.reset()
+    return s3.create_bucket(f"b-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def capi(app: App, s3: S3Server, bucket: str) -> AsyncIterator[Api]:
+    async for api in api_for(app, cloud_settings(s3, bucket)):
+        yield api

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,11 +23,8 @@ from api.restores import runner as restores
 from api.restores import swap
 from api.services import Services, open_services
 from api.storage import service as storage
-from tests.conftest import Api, App, tree_state
+from tests.conftest import Api, App, cloud_settings, tree_state
 from tests.s3server import S3Server
-from tests.test_cloud import _api, _cloud_settings, bucket, s3
-
-__all__ = ["bucket", "s3"]  # module fixtures shared with test_cloud
 
 SECRET = b"root:$6$not-for-the-bucket:19000:0:99999:7:::\n"
 
@@ -226,12 +222,6 @@ async def test_recovery_never_deletes_outside_backup_dir_for_a_forged_backup_nam
 # B. cloud keys and cloud copies
 
 
-@pytest.fixture
-async def capi(app: App, s3: S3Server, bucket: str) -> AsyncIterator[Api]:
-    async for api in _api(app, _cloud_settings(s3, bucket)):
-        yield api
-
-
 async def test_sync_of_a_forged_path_uploads_nothing(capi: Api, s3: S3Server, bucket: str) -> None:
     headers = await capi.headers()
     body = await _backup(capi, headers, "forged-sync")
@@ -281,7 +271,7 @@ async def test_catalog_import_refuses_bucket_keys_that_climb_out(
     async with s3.client() as client:
         for key in ("../../etc/evil.tar.gz", "a/../../../evil.tar.gz", "..\\evil.tar.gz"):
             await client.put_object(Bucket=bucket, Key=f"tenant/{key}", Body=b"not an archive")
-    settings = app.settings(backup_s3_prefix="tenant", **_cloud_settings(s3, bucket))
+    settings = app.settings(backup_s3_prefix="tenant", **cloud_settings(s3, bucket))
     services = await open_services(settings)
     try:
         report = await import_archives(services)

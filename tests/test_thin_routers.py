@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import Api
 from tests.s3server import S3Server
-from tests.test_cloud import bucket, capi, s3  # noqa: F401 (the cloud fixtures)
 
 ROUTERS = sorted((Path(__file__).parent.parent / "api").glob("*/router.py"))
 SQL = {"select", "update", "delete", "insert", "text"}
@@ -72,8 +71,8 @@ def test_the_router_scan_catches_sql_and_audit_calls(tmp_path: Path) -> None:
 
 
 async def test_storage_test_holds_no_catalog_transaction_open_during_the_round_trip(
-    capi: Api,  # noqa: F811
-    s3: S3Server,  # noqa: F811
+    capi: Api,
+    s3: S3Server,
 ) -> None:
     """POST /storage/test talks to the bucket with no catalog transaction open, then audits the
     result in a short transaction of its own."""

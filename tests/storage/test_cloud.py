@@ -6,56 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 
-from api.main import create_app
 from api.scheduler import sync_due
 from tests.conftest import Api, App, database_state, tree_state
 from tests.s3server import S3Server
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-def _cloud_settings(s3: S3Server, bucket: str) -> dict[str, object]:
-    return {
-        "backup_s3_endpoint": s3.proxy_endpoint,
-        "backup_s3_bucket": bucket,
-        "backup_s3_access_key_id": s3.access_key,
-        "backup_s3_secret_access_key": s3.secret_key,
-        "backup_s3_region": "us-east-1",
-        "backup_s3_part_size_mb": 5,
-    }
-
-
-async def _api(app: App, settings: dict[str, object]) -> AsyncIterator[Api]:
-    fastapi = create_app(app.settings(scheduler_enabled=False, **settings))
-    async with LifespanManager(fastapi) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(app, client, fastapi.state.services, fastapi)
-
-
-@pytest.fixture
-async def bucket(s3: S3Server) -> str:
-    s3.reset()
-    return s3.create_bucket(f"b-{uuid.uuid4().hex[:12]}")
-
-
-@pytest.fixture
-async def capi(app: App, s3: S3Server, bucket: str) -> AsyncIterator[Api]:
-    async for api in _api(app, _cloud_settings(s3, bucket)):
-        yield api
 
 
 async def test_sync_to_cloud_uploads_archive_and_sidecar_and_confirms_them(

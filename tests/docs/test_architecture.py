@@ -19,7 +19,7 @@ DOC = ROOT / "docs" / "ARCHITECTURE.md"
 
 CITED_PATH = re.compile(r"(?<![\w./-])((?:api|tests|docs|migrations|nexus_dev|web)/[\w.*/-]*)")
 CITED_NAME = re.compile(r"(?<![\w./])(api(?:\.\w+)+)")
-CITED_TEST = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
+CITED_TEST = re.compile(r"(tests/(?:\w+/)*test_\w+\.py)::(test_\w+)")
 BACKTICKED = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
@@ -117,7 +117,9 @@ def test_a_misspelled_citation_is_caught() -> None:
     ]
     assert _names_missing("`api.operations.engine.Operations.submit`") == []
     assert _paths_missing("`api/operations/engin.py`") == ["api/operations/engin.py"]
-    assert CITED_TEST.findall("`tests/test_api.py::test_x`") == [("tests/test_api.py", "test_x")]
+    assert CITED_TEST.findall("`tests/backups/test_router.py::test_x`") == [
+        ("tests/backups/test_router.py", "test_x")
+    ]
 
 
 def test_every_module_of_api_operations_has_its_line() -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from nexus_dev.cluster import LocalCluster
 from nexus_dev.demo import ALEMBIC_HEAD, DemoSummary, seed_demo
+from tests.conftest import ROOT
 
 
 def _cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
@@ -267,7 +268,7 @@ def test_create_database_from_template(
 
 # -- the service never starts a demo by itself ----------------------------------------------
 
-API_DIR = Path(__file__).resolve().parent.parent / "api"
+API_DIR = ROOT / "api"
 MISSING_DATABASE_URL = "nexus-backup: error: DATABASE_URL is not set: "
 
 
