@@ -761,3 +761,23 @@ async def test_error_shapes(api: Api) -> None:
     )
     body = assert_error(restore, 400, "BadRequest")
     assert "twice" in body["detail"]
+
+
+@pytest.mark.parametrize("email", ["a\u0000b@example.com", "a\ud800b@example.com", "\u0005\u0000x"])
+async def test_text_postgresql_cannot_store_is_refused_as_invalid_input(
+    api: Api, email: str
+) -> None:
+    """JSON may carry a NUL or an unpaired surrogate; PostgreSQL text cannot: 422, never 500
+    (schemathesis found the login case)."""
+    body = json.dumps({"email": email, "password": "x"})
+    response = await api.client.post(
+        "/auth/login", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    headers = await api.headers()
+    created = await api.client.post(
+        "/backups",
+        content=json.dumps({"description": f"note {email}"}),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert created.status_code == 422, created.text
