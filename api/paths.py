@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.audit import service as audit
-from api.db import transaction
 from api.errors import UnsafePath
 from api.states import AuditOutcome
 
@@ -160,15 +159,14 @@ async def record_refusal(
     client_address: str | None = None,
 ) -> None:
     """Audit a refusal in its own transaction: the refused request's own rolls back."""
-    async with transaction(services.sessions) as session:
-        await audit.record(
-            session,
-            audit.Caller(actor, client_address),
-            action="security.refused",
-            target=target,
-            outcome=AuditOutcome.refused,
-            detail={**(detail or {}), "action": action, "path": error.path, "error": error.detail},
-        )
+    await audit.record_apart(
+        services.sessions,
+        audit.Caller(actor, client_address),
+        action="security.refused",
+        target=target,
+        outcome=AuditOutcome.refused,
+        detail={**(detail or {}), "action": action, "path": error.path, "error": error.detail},
+    )
     log.warning("refused %s of %s: %s", action, target or "-", error.detail)
 
 

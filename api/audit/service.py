@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.audit.models import AuditLog
 from api.audit.schemas import AuditList, AuditOut
+from api.db import transaction
 from api.states import AuditOutcome
 
 log = logging.getLogger("nexus_backup.audit")
@@ -52,6 +53,22 @@ async def record(
         )
     )
     log.info("audit %s %s %s by %s", action, target or "-", outcome, caller.actor)
+
+
+async def record_apart(
+    sessions: async_sessionmaker[AsyncSession],
+    caller: Caller,
+    *,
+    action: str,
+    target: str | None,
+    outcome: AuditOutcome,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One audit row in a short transaction of its own: after work that held none open (a
+    network call, a check that refused), or that must be recorded even if the caller's own
+    transaction rolls back."""
+    async with transaction(sessions) as session:
+        await record(session, caller, action=action, target=target, outcome=outcome, detail=detail)
 
 
 # pg_advisory_xact_lock(class, hashtext(key)): one writer per aggregated row at a time.

@@ -70,15 +70,14 @@ async def link(
         if presigned is None:
             raise Conflict(f"backup {backup.name!r} has no downloadable copy")
         url = presigned
-    async with transaction(services.sessions) as session:
-        await audit.record(
-            session,
-            caller,
-            action=action,
-            target=backup.name,
-            outcome=AuditOutcome.completed,
-            detail={"id": backup.id, "expires": expires},
-        )
+    await audit.record_apart(
+        services.sessions,
+        caller,
+        action=action,
+        target=backup.name,
+        outcome=AuditOutcome.completed,
+        detail={"id": backup.id, "expires": expires},
+    )
     return DownloadLink(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
 
 
@@ -143,15 +142,14 @@ async def open_archive(
         raise
     handle = os.fdopen(fd, "rb")
     try:
-        async with transaction(services.sessions) as session:
-            await audit.record(
-                session,
-                caller,
-                action=action,
-                target=backup.name,
-                outcome=AuditOutcome.completed,
-                detail={"id": backup.id},
-            )
+        await audit.record_apart(
+            services.sessions,
+            caller,
+            action=action,
+            target=backup.name,
+            outcome=AuditOutcome.completed,
+            detail={"id": backup.id},
+        )
     except BaseException:
         handle.close()
         raise

@@ -59,15 +59,14 @@ class VerifyOp(Operation[Verification]):
     async def run(self, ctx: Context) -> Verification:
         assert self.backup is not None
         result = await verifier.verify(ctx.services, self.backup, self.path, deep=self.deep)
-        async with transaction(ctx.services.sessions) as session:
-            await audit.record(
-                session,
-                ctx.caller,
-                action="backup.verify",
-                target=self.backup.name,
-                outcome=AuditOutcome.completed if result.ok else AuditOutcome.failed,
-                detail={"id": self.backup.id, "deep": self.deep, "problem": result.problem},
-            )
+        await audit.record_apart(
+            ctx.services.sessions,
+            ctx.caller,
+            action="backup.verify",
+            target=self.backup.name,
+            outcome=AuditOutcome.completed if result.ok else AuditOutcome.failed,
+            detail={"id": self.backup.id, "deep": self.deep, "problem": result.problem},
+        )
         return result
 
 
@@ -111,12 +110,11 @@ class ArchiveVerifyOp(Operation[Verification]):
 async def _audit(
     ctx: Context, target: str, outcome: AuditOutcome, detail: dict[str, object]
 ) -> None:
-    async with transaction(ctx.services.sessions) as session:
-        await audit.record(
-            session,
-            ctx.caller,
-            action="backup.verify",
-            target=target,
-            outcome=outcome,
-            detail=detail,
-        )
+    await audit.record_apart(
+        ctx.services.sessions,
+        ctx.caller,
+        action="backup.verify",
+        target=target,
+        outcome=outcome,
+        detail=detail,
+    )

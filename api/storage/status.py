@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import service as audit
 from api.backups.models import SystemBackup
-from api.db import transaction
 from api.services import Services
 from api.states import AuditOutcome, SyncStatus
 from api.storage import service as storage_service
@@ -64,13 +63,12 @@ async def test(services: Services, caller: audit.Caller) -> StorageTest:
         )
     except StorageError as error:
         outcome = StorageTest(ok=False, latency_ms=None, detail=str(error))
-    async with transaction(services.sessions) as session:
-        await audit.record(
-            session,
-            caller,
-            action="storage.test",
-            target=None,
-            outcome=AuditOutcome.completed if outcome.ok else AuditOutcome.failed,
-            detail={"detail": outcome.detail},
-        )
+    await audit.record_apart(
+        services.sessions,
+        caller,
+        action="storage.test",
+        target=None,
+        outcome=AuditOutcome.completed if outcome.ok else AuditOutcome.failed,
+        detail={"detail": outcome.detail},
+    )
     return outcome
