@@ -4,8 +4,9 @@ router asks for (create, change, delete, toggle) run and audit in a short transa
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -125,73 +126,72 @@ async def _delete(session: AsyncSession, schedule_id: str) -> BackupSchedule:
     return schedule
 
 
-async def create(sessions: Sessions, caller: audit.Caller, data: ScheduleCreate) -> BackupSchedule:
-    """Check and add a schedule, audited, in one short transaction."""
+async def _audited(
+    sessions: Sessions,
+    caller: audit.Caller,
+    action: str,
+    apply: Callable[[AsyncSession], Awaitable[BackupSchedule]],
+    detail: Callable[[BackupSchedule], dict[str, Any]],
+) -> BackupSchedule:
+    """`apply` a change and audit it, in one short transaction."""
     async with transaction(sessions) as session:
-        schedule = await _create(session, data)
+        schedule = await apply(session)
         await audit.record(
             session,
             caller,
-            action="schedule.create",
+            action=action,
             target=schedule.name,
             outcome=AuditOutcome.completed,
-            detail={
-                "id": schedule.id,
-                "cron": schedule.cron_expression,
-                "timezone": schedule.timezone,
-            },
+            detail=detail(schedule),
         )
     return schedule
+
+
+async def create(sessions: Sessions, caller: audit.Caller, data: ScheduleCreate) -> BackupSchedule:
+    """Check and add a schedule, audited."""
+    return await _audited(
+        sessions,
+        caller,
+        "schedule.create",
+        lambda session: _create(session, data),
+        lambda s: {"id": s.id, "cron": s.cron_expression, "timezone": s.timezone},
+    )
 
 
 async def change(
     sessions: Sessions, caller: audit.Caller, schedule_id: str, data: ScheduleUpdate
 ) -> BackupSchedule:
     """Check and apply a change (the next run is computed again from now), audited."""
-    async with transaction(sessions) as session:
-        schedule = await _change(session, schedule_id, data)
-        await audit.record(
-            session,
-            caller,
-            action="schedule.update",
-            target=schedule.name,
-            outcome=AuditOutcome.completed,
-            detail={
-                "id": schedule.id,
-                **data.model_dump(mode="json", by_alias=True, exclude_unset=True),
-            },
-        )
-    return schedule
+    changes = data.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return await _audited(
+        sessions,
+        caller,
+        "schedule.update",
+        lambda session: _change(session, schedule_id, data),
+        lambda s: {"id": s.id, **changes},
+    )
 
 
 async def delete(sessions: Sessions, caller: audit.Caller, schedule_id: str) -> BackupSchedule:
     """Delete a schedule, audited; the backups it made stay."""
-    async with transaction(sessions) as session:
-        schedule = await _delete(session, schedule_id)
-        await audit.record(
-            session,
-            caller,
-            action="schedule.delete",
-            target=schedule.name,
-            outcome=AuditOutcome.completed,
-            detail={"id": schedule.id},
-        )
-    return schedule
+    return await _audited(
+        sessions,
+        caller,
+        "schedule.delete",
+        lambda session: _delete(session, schedule_id),
+        lambda s: {"id": s.id},
+    )
 
 
 async def toggle(sessions: Sessions, caller: audit.Caller, schedule_id: str) -> BackupSchedule:
     """Enable or disable a schedule, audited."""
-    async with transaction(sessions) as session:
-        schedule = await _toggle(session, schedule_id)
-        await audit.record(
-            session,
-            caller,
-            action="schedule.toggle",
-            target=schedule.name,
-            outcome=AuditOutcome.completed,
-            detail={"id": schedule.id, "isEnabled": schedule.is_enabled},
-        )
-    return schedule
+    return await _audited(
+        sessions,
+        caller,
+        "schedule.toggle",
+        lambda session: _toggle(session, schedule_id),
+        lambda s: {"id": s.id, "isEnabled": s.is_enabled},
+    )
 
 
 async def due(session: AsyncSession, at: datetime) -> Sequence[BackupSchedule]:
