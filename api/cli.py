@@ -657,11 +657,11 @@ def catalog() -> None:
 def catalog_import() -> None:
     """Add every archive in BACKUP_DIR and in the bucket that the catalog does not list
     (verified, from its sidecar and manifest): a new server sees all the old backups."""
-    from api.backups.importer import import_archives
+    from api.operations import ImportOp
 
-    @with_services
-    async def go(services: Services) -> None:
-        report = await import_archives(services)
+    @with_operations
+    async def go(operations: Operations) -> None:
+        report = await operations.run(ImportOp(), CLI)
         for name in report.imported:
             click.echo(f"imported {name}")
         for problem in report.problems:

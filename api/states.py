@@ -109,6 +109,7 @@ class OperationKind(StrEnum):
     delete = "delete"
     retention = "retention"
     recovery = "recovery"
+    catalog_import = "import"
 
 
 # Catalog: audit_log.outcome (no CHECK constraint).

@@ -10,6 +10,7 @@ Recovery: recovery.py.
 from api.operations.backup import BackupOp, ScheduledBackupOp
 from api.operations.delete import DeleteOp, RetentionOp
 from api.operations.engine import Context, Handle, Operation, Operations
+from api.operations.imports import ImportOp
 from api.operations.restore import RestoreOp
 from api.operations.sync import SyncOp
 from api.operations.verify import ArchiveVerifyOp, VerifyOp
@@ -20,6 +21,7 @@ __all__ = [
     "Context",
     "DeleteOp",
     "Handle",
+    "ImportOp",
     "Operation",
     "Operations",
     "RestoreOp",
