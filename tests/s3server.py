@@ -329,6 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
             return
+        # botocore signs presigned URLs with the real clock, so expiry is judged on the real
+        # clock too; a test makes a link expire by advancing the offset (advance_clock), never
+        # by waiting, so no outcome depends on when the test runs.
         if _presign_expired(url.query, time.time() + self.server.state.clock_offset):
             self._answer(seen, 403, "AccessDenied", "Request has expired")
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,14 +41,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# The instant the clocks of the apps that check these JWTs stand at (create_app(clock=...)):
+# a JWT's validity never depends on when the test runs.
+NOW = datetime(2031, 5, 6, 7, 8, 0, tzinfo=UTC)
+
+
 def make_jwt(secret: str = JWT_SECRET, algorithm: str = "HS256", **claims: Any) -> str:
-    """A GK-Nexus JWT for an OWNER, expiring 5 minutes from now; a claim given as None is
+    """A GK-Nexus JWT for an OWNER, expiring 5 minutes after NOW; a claim given as None is
     left out."""
     values: dict[str, Any] = {
         "sub": "user-1",
         "email": "boss@gk.test",
         "role": "OWNER",
-        "exp": int(time.time()) + 300,
+        "exp": int(NOW.timestamp()) + 300,
     }
     values.update(claims)
     values = {k: v for k, v in values.items() if v is not None}

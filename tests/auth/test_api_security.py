@@ -35,6 +35,7 @@ from api.main import create_app
 from tests.auth.helpers import (
     ADMIN_ROLES,
     JWT_SECRET,
+    NOW,
     PASSWORD,
     SESSION_COOKIE,
     assert_error,
@@ -153,8 +154,9 @@ def _cookie(value: str, csrf: str | None = None) -> dict[str, str]:
 
 @asynccontextmanager
 async def _client(app: App, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    """Like the `api` fixture, but with settings overrides (e.g. nexus_jwt_secret)."""
-    fastapi = create_app(app.settings(**overrides))
+    """Like the `api` fixture, but with settings overrides (e.g. nexus_jwt_secret) and the
+    clock standing at NOW, the instant make_jwt's tokens are made for."""
+    fastapi = create_app(app.settings(**overrides), clock=lambda: NOW)
     async with LifespanManager(fastapi) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -463,7 +465,7 @@ async def test_gk_nexus_jwts(app: App) -> None:
         claims = jwt.decode(good, options={"verify_signature": False})
         unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
         invalid = {
-            "expired": make_jwt(exp=int(time.time()) - 60),
+            "expired": make_jwt(exp=int(NOW.timestamp()) - 60),
             "wrong secret": make_jwt(secret="another-secret-" + "x" * 40),
             "alg none": unsigned,
             "missing role": make_jwt(role=None),

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from api.main import create_app
 from tests.auth.helpers import (
     ADMIN_ROLES,
     JWT_SECRET,
+    NOW,
     PASSWORD,
     assert_error,
     bearer,
@@ -42,14 +43,7 @@ from tests.auth.helpers import (
 )
 from tests.conftest import ROOT, Api, App, serve
 
-START = datetime(2031, 5, 6, 7, 8, 0, tzinfo=UTC)  # a fixed instant on a minute boundary
-
-
-def _jwt(**claims: Any) -> str:
-    """A JWT for the servers here, whose clock stands at START: exp 5 minutes after it unless
-    the test says otherwise (exp=None leaves it out)."""
-    claims.setdefault("exp", int(START.timestamp()) + 300)
-    return make_jwt(**claims)
+START = NOW  # the servers' clock: a fixed instant on a minute boundary, as make_jwt assumes
 
 
 class Clock:
@@ -125,10 +119,10 @@ async def _login(client: httpx.AsyncClient, email: str, password: str) -> httpx.
 async def test_role_names_are_exact_in_jwts_tokens_and_catalog_rows(app: App) -> None:
     async with running(app, nexus_jwt_secret=JWT_SECRET) as server, server.client() as client:
         for role in ("owner", "Owner", "OWNER ", " OWNER", "gcmc_manager", "KAJ_manager"):
-            response = await client.get("/backups", headers=bearer(_jwt(role=role)))
+            response = await client.get("/backups", headers=bearer(make_jwt(role=role)))
             body = assert_error(response, 403, "Forbidden")
             assert repr(role)[1:-1] in body["detail"] or role.strip() in body["detail"], body
-        assert (await client.get("/backups", headers=bearer(_jwt()))).status_code == 200
+        assert (await client.get("/backups", headers=bearer(make_jwt()))).status_code == 200
 
         # The CLI and the service refuse to make a token or user with a non-exact role.
         async with transaction(server.services.sessions) as session:
@@ -156,19 +150,19 @@ async def test_jwts_need_a_bounded_lifetime(app: App) -> None:
     now = int(START.timestamp())  # the servers' clock
     async with running(app, nexus_jwt_secret=JWT_SECRET) as server, server.client() as client:
         accepted = {
-            "exp in 5 minutes, no iat": _jwt(),
-            "iat now, exp in 23 hours": _jwt(iat=now, exp=now + 23 * 3600),
+            "exp in 5 minutes, no iat": make_jwt(),
+            "iat now, exp in 23 hours": make_jwt(iat=now, exp=now + 23 * 3600),
         }
         refused = {
-            "no exp": _jwt(exp=None),
-            "exp in 25 hours, no iat": _jwt(exp=now + 25 * 3600),
-            "exp in ten years": _jwt(exp=now + 10 * 365 * 86400),
-            "issued ten days ago, exp in a minute": _jwt(iat=now - 10 * 86400, exp=now + 60),
-            "iat in the future": _jwt(iat=now + 3600, exp=now + 3700),
-            "expired a second ago": _jwt(exp=now - 1),
-            "not valid before an hour from now": _jwt(nbf=now + 3600),
-            "iat not a number": _jwt(iat="yesterday"),
-            "HS384": _jwt(algorithm="HS384"),
+            "no exp": make_jwt(exp=None),
+            "exp in 25 hours, no iat": make_jwt(exp=now + 25 * 3600),
+            "exp in ten years": make_jwt(exp=now + 10 * 365 * 86400),
+            "issued ten days ago, exp in a minute": make_jwt(iat=now - 10 * 86400, exp=now + 60),
+            "iat in the future": make_jwt(iat=now + 3600, exp=now + 3700),
+            "expired a second ago": make_jwt(exp=now - 1),
+            "not valid before an hour from now": make_jwt(nbf=now + 3600),
+            "iat not a number": make_jwt(iat="yesterday"),
+            "HS384": make_jwt(algorithm="HS384"),
         }
         for label, token in accepted.items():
             response = await client.get("/auth/me", headers=bearer(token))
@@ -190,13 +184,13 @@ async def test_jwt_issuer_and_audience_are_checked_when_configured(app: App) -> 
         ) as server,
         server.client() as client,
     ):
-        good = _jwt(iss="https://gk-nexus.test", aud="nexus-backup")
+        good = make_jwt(iss="https://gk-nexus.test", aud="nexus-backup")
         assert (await client.get("/auth/me", headers=bearer(good))).status_code == 200
         for label, token in {
-            "no iss": _jwt(aud="nexus-backup"),
-            "wrong iss": _jwt(iss="https://evil.test", aud="nexus-backup"),
-            "no aud": _jwt(iss="https://gk-nexus.test"),
-            "wrong aud": _jwt(iss="https://gk-nexus.test", aud="another-service"),
+            "no iss": make_jwt(aud="nexus-backup"),
+            "wrong iss": make_jwt(iss="https://evil.test", aud="nexus-backup"),
+            "no aud": make_jwt(iss="https://gk-nexus.test"),
+            "wrong aud": make_jwt(iss="https://gk-nexus.test", aud="another-service"),
         }.items():
             response = await client.get("/auth/me", headers=bearer(token))
             assert response.status_code == 401, (label, response.text)
