@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.errors import ConfigError
@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     uploads_dir: Path = Path("data/uploads")
     backup_dir: Path = Path("backups")
     backup_compression: Compression = Compression.gzip
+    # gzip 1-9 (default 6), zstd 1-19 (default 3); the fast setting is zstd at level 1.
+    backup_compression_level: int | None = Field(default=None, ge=1, le=19)
     app_version: str | None = None
     post_restore_command: str | None = None
     pg_bin_dir: Path | None = None
@@ -102,6 +104,17 @@ class Settings(BaseSettings):
                 f"separated); got {', '.join(unknown)}"
             )
         return ",".join(dict.fromkeys(["OWNER", *roles]))
+
+    @model_validator(mode="after")
+    def _level_fits_compression(self) -> Settings:
+        level = self.backup_compression_level
+        top = 9 if self.backup_compression is Compression.gzip else 19
+        if level is not None and level > top:
+            raise ValueError(
+                f"BACKUP_COMPRESSION_LEVEL {level} is out of range for "
+                f"{self.backup_compression.value}: use 1-{top}"
+            )
+        return self
 
     @property
     def destructive_role_set(self) -> frozenset[str]:

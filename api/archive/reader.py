@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
 
 import zstandard
+from isal import isal_zlib
 
 from api.archive.manifest import (
     DATABASE_NAME,
@@ -195,6 +196,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
         raise ArchiveError(_SPARSE)
 
 
+ISAL_ERROR = cast("type[Exception]", isal_zlib.error)  # ISA-L's corrupt-data error
+
 _SPARSE = "the archive holds a sparse file; archives may hold only plain files and folders"
 
 
@@ -292,6 +295,7 @@ def read_archive(
             EOFError,
             OSError,
             zlib.error,
+            ISAL_ERROR,
             gzip.BadGzipFile,
             zstandard.ZstdError,
             tarfile.TarError,

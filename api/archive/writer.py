@@ -15,8 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from api.archive.streams import CHUNK, HashingReader, HashingWriter, compressor
-from api.config import Compression
+from api.archive.streams import CHUNK, Codec, HashingReader, HashingWriter, compressor
 
 PARTIAL_MARK = ".partial-"
 
@@ -72,13 +71,13 @@ def read_sidecar(archive: Path) -> str | None:
 class ArchiveWriter:
     """Writes one archive. Use as a context manager; an exception removes the temporary file."""
 
-    def __init__(self, final: Path, compression: Compression) -> None:
+    def __init__(self, final: Path, codec: Codec) -> None:
         self.final = final
         self.temporary = partial_path(final)
         fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._hashing = HashingWriter(self._file)
-        self._compressed = compressor(cast(BinaryIO, self._hashing), compression)
+        self._compressed = compressor(cast(BinaryIO, self._hashing), codec)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in commit/abort
             fileobj=self._compressed,
             mode="w|",
@@ -148,7 +147,10 @@ class ArchiveWriter:
         if self._done:
             return
         self._done = True
-        for closer in (self._tar.close, self._compressed.close, self._file.close):
+        discard = getattr(self._compressed, "discard", None)  # drop gzip blocks in flight
+        for closer in (discard, self._tar.close, self._compressed.close, self._file.close):
+            if closer is None:
+                continue
             with contextlib.suppress(Exception):
                 closer()
         with contextlib.suppress(FileNotFoundError):

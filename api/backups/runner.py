@@ -1,33 +1,38 @@
 """The work of a backup (its record and lock are api.operations.backup's).
 
 pg_dump streams into a spool file (hashed and row-counted on the way) while the uploads tree
-streams into the archive; then the dump follows, then the manifest, the commit point. The
-archive is fsynced, published under its final name, read back and verified; only then is the
-record `completed`.
+streams into the archive; then the dump follows, then the manifest, the commit point. Every
+byte is hashed as it passes: each member's SHA-256 on its way in, the archive's on its way out
+of the compressor. The archive is fsynced, published under its final name and read back from
+disk against that hash (without decompressing it again: its contents were hashed on the way
+in); only then is the record `completed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from api import __version__
 from api.archive import manifest as fmt
-from api.archive.reader import read_archive
-from api.archive.streams import suffix_for
+from api.archive.streams import CHUNK, SAFETY_CODEC, Codec, suffix_for
 from api.archive.writer import ArchiveWriter, partial_path
+from api.config import Settings
 from api.errors import AppError, SourceError
 from api.progress import Tracker
 from api.services import Services
 from api.sources import postgres, uploads
+from api.states import BackupType
 
 log = logging.getLogger("nexus_backup.backups")
 
@@ -36,9 +41,7 @@ log = logging.getLogger("nexus_backup.backups")
 class _Built:
     sha256: str
     size: int
-    dump: postgres.DumpResult
-    files: list[fmt.FileEntry] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    manifest: fmt.Manifest
 
 
 @dataclass
@@ -49,6 +52,14 @@ class Archived:
     sha256: str
     size: int
     manifest: fmt.Manifest
+
+
+def codec(settings: Settings, kind: str) -> Codec:
+    """What a backup of this kind is compressed with: the configured compression and level; a
+    pre_restore safety backup always the fast zstd (a restore is waiting for it)."""
+    if kind == BackupType.pre_restore:
+        return SAFETY_CODEC
+    return Codec(settings.backup_compression, settings.backup_compression_level)
 
 
 async def archive(
@@ -62,24 +73,35 @@ async def archive(
     root = uploads.check_root(settings.uploads_dir)
     folder = settings.backup_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    final = folder / f"{name}{suffix_for(settings.backup_compression)}"
+    chosen = codec(settings, kind)
+    final = folder / f"{name}{suffix_for(chosen.compression)}"
     try:
-        built = await _build(services, url, root, final, name, kind, created_at, tracker)
+        built = await _build(services, url, root, final, name, kind, created_at, tracker, chosen)
         tracker.phase("verifying", built.size)
-        verified = await asyncio.to_thread(
-            read_archive,
-            final,
-            expected_sha256=built.sha256,
-            checksum_source="just-written",
-            on_progress=tracker.advance,
-        )
+        await asyncio.to_thread(check_written, final, built, tracker.advance)
     except BaseException as error:
         if not isinstance(error, FileExistsError):
             _remove_archive(final)
         raise
-    assert verified.manifest is not None
     log.info("backup %s archived: %s (%d bytes)", name, final, built.size)
-    return Archived(final.resolve(), built.sha256, built.size, verified.manifest)
+    return Archived(final.resolve(), built.sha256, built.size, built.manifest)
+
+
+def check_written(final: Path, built: _Built, on_progress: Callable[[int], None]) -> None:
+    """The file on disk must be, byte for byte, what was hashed on its way out."""
+    digest, size = hashlib.sha256(), 0
+    with open(final, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+            on_progress(len(block))
+    sha256 = digest.hexdigest()
+    if size != built.size or sha256 != built.sha256:
+        raise SourceError(
+            f"{final} reads back as {size} bytes with SHA-256 {sha256}, but {built.size} bytes "
+            f"with SHA-256 {built.sha256} were written: the disk or filesystem lost or changed "
+            "data; check it and back up again"
+        )
 
 
 def reason(error: BaseException) -> str:
@@ -109,6 +131,7 @@ async def _build(
     kind: str,
     created_at: datetime,
     tracker: Tracker,
+    chosen: Codec,
 ) -> _Built:
     settings = services.settings
     cancel = threading.Event()
@@ -119,7 +142,7 @@ async def _build(
     try:
         with (
             os.fdopen(fd, "w+b") as spool,
-            ArchiveWriter(final, settings.backup_compression) as writer,
+            ArchiveWriter(final, chosen) as writer,
         ):
             skipped: list[str] = []
             dump_job = asyncio.ensure_future(
@@ -200,7 +223,7 @@ async def _build(
                     len(skipped),
                     ", ".join(skipped[:5]),
                 )
-            return _Built(sha256=sha256, size=size, dump=dump, skipped=skipped)
+            return _Built(sha256=sha256, size=size, manifest=manifest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spool_path)

@@ -94,7 +94,7 @@ class BackupOp(Mutation[SystemBackup]):
                 description=description,
                 type=kind,
                 status=BackupStatus.pending,
-                compression=services.settings.backup_compression.value,
+                compression=runner.codec(services.settings, kind).compression.value,
                 is_cloud_synced=False,
                 progress_bytes=0,
                 schedule_id=self.schedule_id,

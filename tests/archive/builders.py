@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from api.archive import manifest as fmt
+from api.archive.streams import Codec
 from api.archive.writer import ArchiveWriter
 from api.config import Compression
 from api.sources import uploads
@@ -86,7 +87,7 @@ def build_from_tree(path: Path, compression: Compression, root: Path, db: bytes 
     files: list[fmt.FileEntry] = []
     directories: list[fmt.DirectoryEntry] = []
     skipped: list[str] = []
-    with ArchiveWriter(path, compression) as writer:
+    with ArchiveWriter(path, Codec(compression)) as writer:
         writer.add_file(fmt.DATABASE_NAME, io.BytesIO(db), len(db), 0o600, MTIME_NS)
         for entry in uploads.walk(root, skipped):
             member = fmt.UPLOADS_PREFIX + ("/" + entry.rel if entry.rel else "")
@@ -138,7 +139,7 @@ def build_v1(
     written (the archive is then "re-made with an altered manifest").
     """
     entries: list[fmt.FileEntry] = []
-    with ArchiveWriter(path, compression) as writer:
+    with ArchiveWriter(path, Codec(compression)) as writer:
         writer.add_file(fmt.DATABASE_NAME, io.BytesIO(db), len(db), 0o600, MTIME_NS)
         writer.add_directory(fmt.UPLOADS_PREFIX, 0o755, MTIME_NS)
         for rel, data in files.items():

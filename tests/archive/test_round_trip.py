@@ -10,7 +10,7 @@ from pathlib import Path
 
 from api.archive import manifest as fmt
 from api.archive.reader import Staging, VerifiedArchive, read_archive
-from api.archive.streams import suffix_for
+from api.archive.streams import Codec, suffix_for
 from api.archive.writer import ArchiveWriter
 from api.config import Compression
 from tests.archive.builders import DB_SQL, MTIME_NS, Built, build_from_tree, sha, tree
@@ -108,7 +108,7 @@ def test_awkward_names_round_trip_exactly_through_writer_reader_and_staging(
 
 def test_reader_reports_member_mode_and_nanosecond_mtime(tmp_path: Path) -> None:
     path = tmp_path / "meta.tar.gz"
-    with ArchiveWriter(path, Compression.gzip) as writer:
+    with ArchiveWriter(path, Codec(Compression.gzip)) as writer:
         writer.add_bytes("uploads/a.txt", b"a", MTIME_NS, mode=0o640)
         writer.add_directory("uploads", 0o750, MTIME_NS + 1)
         writer.add_bytes("uploads/whole.txt", b"w", 1_600_000_000_000_000_000, mode=0o600)

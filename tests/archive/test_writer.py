@@ -15,6 +15,7 @@ import pytest
 
 from api.archive import manifest as fmt
 from api.archive.reader import Staging, VerifiedArchive
+from api.archive.streams import Codec
 from api.archive.writer import PARTIAL_MARK, ArchiveWriter
 from api.config import Compression
 from tests.archive.builders import DB_SQL, MTIME_NS, Built
@@ -74,7 +75,7 @@ def test_an_exception_inside_the_writer_leaves_no_file_behind(tmp_path: Path) ->
     final = tmp_path / "broken.tar.gz"
 
     def fail_midway() -> None:
-        with ArchiveWriter(final, Compression.gzip) as writer:
+        with ArchiveWriter(final, Codec(Compression.gzip)) as writer:
             writer.add_bytes(fmt.DATABASE_NAME, DB_SQL, MTIME_NS)
             raise RuntimeError("pg_dump died")
 
@@ -89,7 +90,7 @@ def test_commit_never_overwrites_an_existing_archive(tmp_path: Path) -> None:
     final.write_bytes(b"an earlier backup")
 
     def write_again() -> None:
-        with ArchiveWriter(final, Compression.gzip) as writer:
+        with ArchiveWriter(final, Codec(Compression.gzip)) as writer:
             writer.add_bytes(fmt.DATABASE_NAME, DB_SQL, MTIME_NS)
             writer.commit()
 
@@ -105,7 +106,7 @@ def test_a_source_that_shrinks_while_read_is_refused_with_its_name(tmp_path: Pat
 
     with (
         pytest.raises(OSError, match=r"uploads/a\.bin shrank"),
-        ArchiveWriter(final, Compression.gzip) as writer,
+        ArchiveWriter(final, Codec(Compression.gzip)) as writer,
     ):
         writer.add_file("uploads/a.bin", io.BytesIO(b"short"), 100, 0o644, MTIME_NS)
 
@@ -114,7 +115,7 @@ def test_a_source_that_shrinks_while_read_is_refused_with_its_name(tmp_path: Pat
 
 def test_a_file_mtime_before_1970_with_nanoseconds_is_recorded_exactly(tmp_path: Path) -> None:
     path = tmp_path / "old.tar.gz"
-    with ArchiveWriter(path, Compression.gzip) as writer:
+    with ArchiveWriter(path, Codec(Compression.gzip)) as writer:
         writer.add_bytes("uploads/old.txt", b"old", -500_000_000)
         writer.add_bytes("uploads/fine.txt", b"ok", 1_500_000_000)
         writer.commit()

@@ -54,9 +54,9 @@ async def test_progress_is_readable_while_a_backup_runs(
     # The backup is held in its verifying phase, half way through the archive, until the test
     # has read the record: the engine's ~1 s progress flush then happens while it runs.
     release = threading.Event()
-    real_read_archive = runner.read_archive
+    real_check_written = runner.check_written
 
-    def held_read_archive(path: Path, *, on_progress: Callable[[int], None], **kwargs: Any) -> Any:
+    def held_check_written(path: Path, built: Any, on_progress: Callable[[int], None]) -> None:
         half, done = path.stat().st_size // 2, 0
 
         def advance(amount: int) -> None:
@@ -66,7 +66,7 @@ async def test_progress_is_readable_while_a_backup_runs(
             if done >= half:
                 assert release.wait(60), "the test never released the backup"
 
-        return real_read_archive(path, on_progress=advance, **kwargs)
+        real_check_written(path, built, advance)
 
     flushed: asyncio.Queue[tuple[str | None, int, int | None]] = asyncio.Queue()
     real_save_progress = BackupOp.save_progress
@@ -77,7 +77,7 @@ async def test_progress_is_readable_while_a_backup_runs(
         await real_save_progress(self, ctx, phase, done, total)
         flushed.put_nowait((phase, done, total))
 
-    monkeypatch.setattr(runner, "read_archive", held_read_archive)
+    monkeypatch.setattr(runner, "check_written", held_check_written)
     monkeypatch.setattr(BackupOp, "save_progress", observed_save_progress)
     headers = await api.headers()
     started = (await api.client.post("/backups", headers=headers, json={"name": "slow"})).json()

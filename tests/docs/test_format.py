@@ -9,6 +9,7 @@ something new, the page must say it first.
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import importlib
 import io
@@ -56,8 +57,8 @@ def _open_tar(handle: BinaryIO) -> tarfile.TarFile:
     """Section 2: the compression is told by the first bytes, never by the suffix."""
     magic = handle.read(4)
     handle.seek(0)
-    if magic[:2] == b"\x1f\x8b":
-        return tarfile.open(fileobj=handle, mode="r|gz")
+    if magic[:2] == b"\x1f\x8b":  # one or more gzip members, read as one stream
+        return tarfile.open(fileobj=gzip.GzipFile(fileobj=handle, mode="rb"), mode="r|")
     if magic == b"\x28\xb5\x2f\xfd":
         decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW_LIMIT)
         stream = decompressor.stream_reader(handle, read_across_frames=True)
@@ -216,7 +217,7 @@ def test_the_format_md_reader_refuses_an_archive_whose_member_differs_from_the_m
 def _repack(source: Path, target: Path, change: Any) -> None:
     """Copy a .tar.gz member by member through `change(name, bytes)`, with a fresh sidecar."""
     with (
-        tarfile.open(str(source), mode="r|gz") as old,
+        tarfile.open(str(source), mode="r:gz") as old,
         tarfile.open(str(target), mode="w|gz", format=tarfile.PAX_FORMAT) as new,
     ):
         for member in old:
