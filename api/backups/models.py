@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -33,15 +34,21 @@ class SystemBackup(Base):
             sql_in("status", BackupStatus), name=conv("ck_system_backup_ck_system_backup_status")
         ),
         CheckConstraint(sql_in("sync_status", SyncStatus), name="sync_status"),
+        # Named as the migrations name them (the convention would prefix the schema).
+        Index(conv("ix_system_backup_name"), "name"),
+        Index(conv("ix_system_backup_status"), "status"),
+        Index(conv("ix_system_backup_next_sync_at"), "next_sync_at"),
+        Index(conv("ix_system_backup_schedule_id"), "schedule_id"),
+        Index(conv("ix_system_backup_created_at"), "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     # type, status, sync_status, phase and compression hold api.states values; rows read back
     # plain str, so the attributes are typed str and compare equal to the enum members.
     type: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(20))
     file_path: Mapped[str | None] = mapped_column(Text)
     file_size: Mapped[int | None] = mapped_column(BigInteger)
     checksum: Mapped[str | None] = mapped_column(String(64))
@@ -62,16 +69,40 @@ class SystemBackup(Base):
     sync_status: Mapped[str] = mapped_column(String(20), default=SyncStatus.none.value)
     sync_error: Mapped[str | None] = mapped_column(Text)
     sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     schedule_id: Mapped[str | None] = mapped_column(
-        ForeignKey("backup_schedule.id", ondelete="SET NULL"), index=True
+        ForeignKey("backup_schedule.id", ondelete="SET NULL")
     )
     created_by: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set once a deleted backup's archive, sidecar and cloud copy are gone (recovery finishes
     # a deletion whose process stopped between the two).
     purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The listing (not deleted, newest first, optionally of one status or type) and its counts read
+# these partial indexes alone, at any offset; the purge scan reads the few unpurged deletions.
+_VISIBLE = SystemBackup.deleted_at.is_(None)
+_NEWEST_FIRST = (SystemBackup.created_at.desc(), SystemBackup.id)
+Index(conv("ix_system_backup_visible"), *_NEWEST_FIRST, postgresql_where=_VISIBLE)
+Index(
+    conv("ix_system_backup_visible_status"),
+    SystemBackup.status,
+    *_NEWEST_FIRST,
+    postgresql_where=_VISIBLE,
+)
+Index(
+    conv("ix_system_backup_visible_type"),
+    SystemBackup.type,
+    *_NEWEST_FIRST,
+    postgresql_where=_VISIBLE,
+)
+Index(
+    conv("ix_system_backup_unpurged"),
+    SystemBackup.id,
+    postgresql_where=SystemBackup.deleted_at.is_not(None) & SystemBackup.purged_at.is_(None),
+)

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.backups.models import SystemBackup
@@ -103,6 +104,46 @@ async def name_taken(session: AsyncSession, name: str) -> bool:
     return (await session.execute(query)).first() is not None
 
 
+def _listed(
+    query: Select[Any],
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    include_deleted: bool = False,
+) -> Select[Any]:
+    """`query` narrowed as the listing narrows it; the partial indexes on (status | type,
+    created_at DESC, id) WHERE deleted_at IS NULL serve exactly these filters."""
+    if status is not None:
+        query = query.where(SystemBackup.status == status)
+    if kind is not None:
+        query = query.where(SystemBackup.type == kind)
+    if not include_deleted:
+        query = query.where(SystemBackup.deleted_at.is_(None))
+    return query
+
+
+NEWEST_FIRST = (SystemBackup.created_at.desc(), SystemBackup.id)
+
+
+def _page_query(
+    what: Select[Any],
+    limit: int,
+    offset: int,
+    status: str | None,
+    kind: str | None,
+    include_deleted: bool,
+) -> Select[Any]:
+    """`what` of the page's rows: the page's ids are found from an index alone however deep
+    the offset, then joined back to their rows, so only the rows shown are read."""
+    page = _listed(
+        select(SystemBackup.id).order_by(*NEWEST_FIRST).limit(limit).offset(offset),
+        status=status,
+        kind=kind,
+        include_deleted=include_deleted,
+    ).subquery("page")
+    return what.join(page, SystemBackup.id == page.c.id).order_by(*NEWEST_FIRST)
+
+
 async def list_backups(
     session: AsyncSession,
     *,
@@ -112,14 +153,29 @@ async def list_backups(
     kind: str | None = None,
     include_deleted: bool = False,
 ) -> Sequence[SystemBackup]:
-    query = select(SystemBackup).order_by(SystemBackup.created_at.desc(), SystemBackup.id)
-    if status is not None:
-        query = query.where(SystemBackup.status == status)
-    if kind is not None:
-        query = query.where(SystemBackup.type == kind)
-    if not include_deleted:
-        query = query.where(SystemBackup.deleted_at.is_(None))
-    return (await session.execute(query.limit(limit).offset(offset))).scalars().all()
+    """Backups newest first (ties by id)."""
+    query = _page_query(select(SystemBackup), limit, offset, status, kind, include_deleted)
+    backups: Sequence[SystemBackup] = (await session.execute(query)).scalars().all()
+    return backups
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    status: str | None = None,
+    kind: str | None = None,
+) -> tuple[Sequence[Row[Any]], int]:
+    """A page of the backups not deleted, newest first, as plain rows (every column, read by
+    attribute like a SystemBackup; no ORM objects to build for a page only shown), and how
+    many there are in all. A page that is not full and not past the end says the total
+    itself (offset + its rows), without counting."""
+    columns = select(*SystemBackup.__table__.columns)
+    rows = (await session.execute(_page_query(columns, limit, offset, status, kind, False))).all()
+    if len(rows) < limit and (rows or offset == 0):
+        return rows, offset + len(rows)
+    return rows, await count_backups(session, status=status, kind=kind)
 
 
 async def running(session: AsyncSession) -> Sequence[SystemBackup]:
@@ -130,11 +186,7 @@ async def running(session: AsyncSession) -> Sequence[SystemBackup]:
 async def count_backups(
     session: AsyncSession, *, status: str | None = None, kind: str | None = None
 ) -> int:
-    query = select(func.count()).select_from(SystemBackup).where(SystemBackup.deleted_at.is_(None))
-    if status is not None:
-        query = query.where(SystemBackup.status == status)
-    if kind is not None:
-        query = query.where(SystemBackup.type == kind)
+    query = _listed(select(func.count()).select_from(SystemBackup), status=status, kind=kind)
     return int((await session.execute(query)).scalar_one())
 
 
