@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from api.auth.router import router as auth_router
 from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import error_response as _error
-from api.middleware import BodyLimit, SecurityHeaders
+from api.middleware import AccessLog, BodyLimit, SecurityHeaders
 from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
@@ -78,24 +77,9 @@ def create_app(
         BodyLimit, limit=settings.max_body_bytes, timeout=settings.http_body_timeout_seconds
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
 
     errors.install(app, max_body_bytes=settings.max_body_bytes)
-
-    @app.middleware("http")
-    async def access_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # The path only: query strings may carry a signed download link's signature.
-        started = time.perf_counter()
-        response = await call_next(request)
-        log.info(
-            "%s %s %d %.0fms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
 
     @app.get(
         "/health",

@@ -1,10 +1,12 @@
-"""ASGI middleware around the whole app: a request body limit and security headers."""
+"""ASGI middleware around the whole app: a request body limit, security headers, the access
+log."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -169,3 +171,36 @@ async def _send_json(send: Send, status: int, kind: str, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class AccessLog:
+    """One log line per request: method, path (never the query: it may carry a signed download
+    link's signature), status and duration. Plain ASGI, not `@app.middleware("http")`, which
+    costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app fails before it starts a response
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info(
+                "%s %s %d %.0fms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
