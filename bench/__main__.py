@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def measure_size(size: str, seed: int, runs: int, data_dir: Path, keep: bool) ->
         server_version = dataset.cluster.psql("postgres", "SHOW server_version;").strip()
         machine = report.machine_info(dataset.cluster.bin_dir, f"PostgreSQL {server_version}")
         harness.setup()
+        load_before = os.getloadavg()[0]
         harness.run_all(runs)
+        load_after = os.getloadavg()[0]
         rows = []
         for row in ROWS:
             samples = harness.samples[row.key]
@@ -74,6 +77,7 @@ def measure_size(size: str, seed: int, runs: int, data_dir: Path, keep: bool) ->
         "dataset": dataset.info,
         "rows": rows,
         "verified": harness.verified,
+        "load_average": [round(load_before, 2), round(load_after, 2)],
     }
 
 

@@ -43,59 +43,6 @@ class Row:
     how: str  # the command, as the report shows it
 
 
-ROWS: tuple[Row, ...] = (
-    Row("ours_gzip", "ours: backup, gzip (default)", "backup", "nexus-backup backup"),
-    Row("ours_zstd", "ours: backup, zstd", "backup", "BACKUP_COMPRESSION=zstd"),
-    Row(
-        "ours_zstd_fast",
-        "ours: backup, fast setting (zstd level 1)",
-        "backup",
-        "BACKUP_COMPRESSION=zstd BACKUP_COMPRESSION_LEVEL=1",
-    ),
-    Row(
-        "seed_backup",
-        "seed: pg_dump > database.sql; tar czf",
-        "backup",
-        "pg_dump > database.sql && tar czf archive.tar.gz database.sql uploads",
-    ),
-    Row(
-        "pgbackweb",
-        "pgbackweb-style: plain dump, zipped",
-        "backup",
-        "pg_dump | gzip > dump.sql.gz (database only)",
-    ),
-    Row(
-        "databasus",
-        "Databasus-style: pg_dump -Fc -Z5",
-        "backup",
-        "pg_dump -Fc -Z5 -f dump.bin (database only)",
-    ),
-    Row(
-        "floor",
-        "read floor: pg_dump > /dev/null; tar cf - uploads",
-        "floor",
-        "pg_dump > /dev/null; tar cf - uploads | cat > /dev/null",
-    ),
-    Row(
-        "ours_restore",
-        "ours: restore into the live app (verified, with safety backup)",
-        "restore",
-        "nexus-backup restore ARCHIVE --yes",
-    ),
-    Row(
-        "ours_restore_empty",
-        "ours: restore onto an empty machine (safety backup trivial)",
-        "restore",
-        "nexus-backup restore ARCHIVE --yes (empty database and uploads)",
-    ),
-    Row(
-        "seed_restore",
-        "seed: tar xzf; psql -f database.sql; cp -a uploads",
-        "restore",
-        "tar xzf; psql -f database.sql; cp -a uploads (fresh database)",
-    ),
-)
-
 SEED_BACKUP = (
     'pg_dump > "$STAGE/database.sql" '
     '&& tar czf "$OUT/archive.tar.gz" -C "$STAGE" database.sql -C "$UPLOADS_PARENT" uploads '
@@ -109,6 +56,70 @@ SEED_RESTORE = (
     'tar xzf "$ARCHIVE" -C "$STAGE" '
     '&& psql -X -q -v ON_ERROR_STOP=1 -f "$STAGE/database.sql" > /dev/null '
     '&& cp -a "$STAGE/uploads" "$TARGET_PARENT/"'
+)
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "ours_gzip",
+        "ours: backup, gzip (default)",
+        "backup",
+        "nexus-backup backup NAME -q  (BACKUP_COMPRESSION=gzip)",
+    ),
+    Row(
+        "ours_zstd",
+        "ours: backup, zstd",
+        "backup",
+        "nexus-backup backup NAME -q  (BACKUP_COMPRESSION=zstd)",
+    ),
+    Row(
+        "ours_zstd_fast",
+        "ours: backup, fast setting (zstd level 1)",
+        "backup",
+        "nexus-backup backup NAME -q  (BACKUP_COMPRESSION=zstd BACKUP_COMPRESSION_LEVEL=1)",
+    ),
+    Row(
+        "seed_backup",
+        "seed: pg_dump > database.sql; tar czf",
+        "backup",
+        SEED_BACKUP,
+    ),
+    Row(
+        "pgbackweb",
+        "pgbackweb-style: plain dump, zipped",
+        "backup",
+        PGBACKWEB + "  (database only)",
+    ),
+    Row(
+        "databasus",
+        "Databasus-style: pg_dump -Fc -Z5",
+        "backup",
+        DATABASUS + "  (database only)",
+    ),
+    Row(
+        "floor",
+        "read floor: pg_dump > /dev/null; tar cf - uploads",
+        "floor",
+        FLOOR,
+    ),
+    Row(
+        "ours_restore",
+        "ours: restore into the live app (verified, with safety backup)",
+        "restore",
+        "nexus-backup restore ARCHIVE --yes -q  (live database and uploads)",
+    ),
+    Row(
+        "ours_restore_empty",
+        "ours: restore onto an empty machine (safety backup trivial)",
+        "restore",
+        "nexus-backup restore ARCHIVE --yes -q  (empty database with the catalog, empty uploads)",
+    ),
+    Row(
+        "seed_restore",
+        "seed: tar xzf; psql -f database.sql; cp -a uploads",
+        "restore",
+        SEED_RESTORE + "  (database dropped and created before, untimed)",
+    ),
 )
 
 
