@@ -87,7 +87,7 @@ def run_module(
     """`python -m bench.NAME --json OUT` if that module exists: (its JSON, or why not)."""
     if importlib.util.find_spec(f"bench.{name}") is None:
         return None, f"`bench.{name}` is not there"
-    out = results_dir / f"{name}.json"
+    out = results_dir / f"{name}{'-quick' if quick else ''}.json"
     argv = [sys.executable, "-m", f"bench.{name}", "--json", str(out)]
     if quick:
         argv.append("--quick")
@@ -100,8 +100,10 @@ def run_module(
     return data, None
 
 
-def _load_module(name: str, results_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    path = results_dir / f"{name}.json"
+def _load_module(
+    name: str, quick: bool, results_dir: Path
+) -> tuple[dict[str, Any] | None, str | None]:
+    path = results_dir / f"{name}{'-quick' if quick else ''}.json"
     if path.is_file():
         data: dict[str, Any] = json.loads(path.read_text())
         return data, None
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             results[size] = json.loads(path.read_text())
     for name in MODULES:
         if name not in modules:
-            data, _ = _load_module(name, results_dir)
+            data, _ = _load_module(name, args.quick, results_dir)
             modules[name] = (data, None)
     report.write_doc(args.out, report.render(results, modules))
     _log(f"wrote {args.out}")

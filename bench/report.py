@@ -35,7 +35,14 @@ make bench                                     # small and large, 3 runs each, m
 ```
 
 Options: `--size small|large|both`, `--runs N`, `--seed N`, `--out docs/BENCHMARKS.md`,
-`--results-dir bench/results`, `--data-dir /tmp/nexus-bench-data`, `--skip-modules`.
+`--results-dir bench/results`, `--data-dir /tmp/nexus-bench-data`, `--skip-modules` (do not run
+`bench.api_scale` / `bench.cloud`), `--render-only` (rewrite this page from the results JSON),
+`--keep` (keep the scratch folder and its per-command logs). Disk: the large size needs about
+12 GB free under /tmp while it runs (2 GB of it stays cached).
+
+The sections "API and scheduler at scale" and "Cloud storage" come from `bench.api_scale` and
+`bench.cloud` when those modules exist (`python -m bench.NAME --json OUT [--quick]`, run by the
+harness after the datasets; their JSON is kept in `bench/results/NAME.json`).
 
 - The dataset (`bench/dataset.py`) is generated from a seed and cached in
   `/tmp/nexus-bench-data/<size>-<seed>/`: a PostgreSQL cluster holding the generated database
