@@ -107,7 +107,9 @@ def _load_module(
     if path.is_file():
         data: dict[str, Any] = json.loads(path.read_text())
         return data, None
-    return None, None
+    if importlib.util.find_spec(f"bench.{name}") is None:
+        return None, f"`bench.{name}` is not there"
+    return None, f"`bench.{name}` was not run: no {path.name} in the results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per row (default 3; 1 quick)")
     parser.add_argument("--quick", action="store_true", help="a ~5 MB dataset: a smoke run")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the page (docs/BENCHMARKS.md; with --quick bench/results/BENCHMARKS-quick.md)",
+    )
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/nexus-bench-data"))
     parser.add_argument("--skip-modules", action="store_true", help="not bench.api_scale/cloud")
@@ -130,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         ["quick"] if args.quick else (["small", "large"] if args.size == "both" else [args.size])
     )
     results_dir: Path = args.results_dir
+    out: Path = args.out or (
+        results_dir / "BENCHMARKS-quick.md" if args.quick else ROOT / "docs" / "BENCHMARKS.md"
+    )
     results_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict[str, Any]] = {}
@@ -149,10 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             results[size] = json.loads(path.read_text())
     for name in MODULES:
         if name not in modules:
-            data, _ = _load_module(name, args.quick, results_dir)
-            modules[name] = (data, None)
-    report.write_doc(args.out, report.render(results, modules))
-    _log(f"wrote {args.out}")
+            modules[name] = _load_module(name, args.quick, results_dir)
+    report.write_doc(out, report.render(results, modules))
+    _log(f"wrote {out}")
     return 0
 
 

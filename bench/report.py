@@ -31,7 +31,8 @@ machine, side by side in one run (issue #11). Everything between the `bench:begi
 ```
 make bench                                     # small and large, 3 runs each, medians
 .venv/bin/python -m bench --size small --runs 3
-.venv/bin/python -m bench --quick              # ~5 MB, one run: a smoke run in seconds
+.venv/bin/python -m bench --quick              # ~5 MB, one run, in seconds; writes
+                                               # bench/results/*quick* (git-ignored), not here
 ```
 
 Options: `--size small|large|both`, `--runs N`, `--seed N`, `--out docs/BENCHMARKS.md`,
