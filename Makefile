@@ -60,23 +60,27 @@ run: install web ## Serve a throwaway demo on 127.0.0.1:8000 (PostgreSQL and upl
 
 .PHONY: test
 test: install web ## Run lint, types, the web checks and every test (e2e in Chromium included)
-	$(BIN)/ruff check api nexus_dev migrations tests
-	$(BIN)/ruff format --check api nexus_dev migrations tests
+	$(BIN)/ruff check api nexus_dev migrations tests bench
+	$(BIN)/ruff format --check api nexus_dev migrations tests bench
 	$(BIN)/mypy
 	$(MAKE) check-api-types
 	cd web && npm test
 	$(BIN)/pytest -n 2 --dist worksteal
 
+.PHONY: bench
+bench: install ## Benchmarks: both dataset sizes, 3 runs, medians -> docs/BENCHMARKS.md (slow)
+	$(BIN)/python -m bench --size both --runs 3
+
 .PHONY: lint
 lint: install ## ruff and mypy --strict
-	$(BIN)/ruff check api nexus_dev migrations tests
-	$(BIN)/ruff format --check api nexus_dev migrations tests
+	$(BIN)/ruff check api nexus_dev migrations tests bench
+	$(BIN)/ruff format --check api nexus_dev migrations tests bench
 	$(BIN)/mypy
 
 .PHONY: format
 format: install ## Format the code
-	$(BIN)/ruff format api nexus_dev migrations tests
-	$(BIN)/ruff check --fix api nexus_dev migrations tests
+	$(BIN)/ruff format api nexus_dev migrations tests bench
+	$(BIN)/ruff check --fix api nexus_dev migrations tests bench
 
 .PHONY: clean
 clean: ## Stop the demo database and remove .data/ (demo data) and .venv
