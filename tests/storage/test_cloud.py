@@ -34,6 +34,10 @@ async def test_sync_to_cloud_uploads_archive_and_sidecar_and_confirms_them(
         obj = await client.get_object(Bucket=bucket, Key="off-site.tar.gz")
         data = await obj["Body"].read()
     assert data == Path(body["filePath"]).read_bytes()
+    downloads = [
+        r for r in s3.requests if r.method == "GET" and r.path == f"/{bucket}/off-site.tar.gz"
+    ]
+    assert downloads == [], "the sync was confirmed by the bucket's checksum, not a download"
     parts = s3.part_sizes()
     if len(parts) > 1:
         sizes = list(parts.values())
