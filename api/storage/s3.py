@@ -3,7 +3,8 @@
 Uploads below `part_size` are one PutObject; larger ones are a multipart upload this module
 drives itself (not `upload_fileobj`, whose unequal parts R2 rejects): every part but the last is
 exactly `part_size` bytes, read from the source in order, at most `max_concurrency` in flight,
-so memory stays near `max_concurrency * part_size`. Any failure or cancellation aborts the
+each sent in slices (so asyncio never buffers a second copy of it), so memory stays near
+`(max_concurrency + 1) * part_size`. Any failure or cancellation aborts the
 upload, so no half-written object or orphaned parts are left behind.
 
 Each byte is read once: as a part is read, its SHA-256 is computed (sent with the part, so the
@@ -364,7 +365,7 @@ class S3Storage:
                 await client.put_object(
                     Bucket=self.bucket,
                     Key=name,
-                    Body=data,
+                    Body=_Body(data),
                     ContentLength=size,
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=checksum,
@@ -375,7 +376,11 @@ class S3Storage:
                     raise
                 self._refuse_checksums(exc)
         await client.put_object(
-            Bucket=self.bucket, Key=name, Body=data, ContentLength=size, ContentMD5=_md5(data)
+            Bucket=self.bucket,
+            Key=name,
+            Body=_Body(data),
+            ContentLength=size,
+            ContentMD5=_md5(data),
         )
         return Stored(size=size, sha256=digest.hex())
 
@@ -480,7 +485,7 @@ class S3Storage:
             Key=name,
             UploadId=upload_id,
             PartNumber=number,
-            Body=data,
+            Body=_Body(data),
             ContentLength=len(data),
             **check,
         )
@@ -819,6 +824,39 @@ def _describe(exc: BaseException) -> str:
 def _utc(value: object) -> datetime | None:
     """botocore's timestamps carry dateutil zones (tzutc, tzlocal): normalise to UTC."""
     return value.astimezone(UTC) if isinstance(value, datetime) else None
+
+
+class _Body:
+    """A part's bytes as a request body that is sent in CHUNK_SIZE slices, each once the
+    connection has taken the previous one. Handed over whole, a body is copied into asyncio's
+    write buffer for whatever the socket does not take at once (Python 3.11), doubling the
+    memory of every part in flight. botocore reads and rewinds it (signing, retries) through
+    read/seek/tell; aiohttp sends it by iterating."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else self._position + size
+        piece = bytes(self._data[self._position : end])
+        self._position += len(piece)
+        return piece
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: len(self._data)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        for start in range(0, len(self._data), CHUNK_SIZE):
+            yield self._data[start : start + CHUNK_SIZE]
 
 
 def _b64(digest: bytes) -> str:
