@@ -265,7 +265,7 @@ class S3Storage:
             )
         remote = head.get("ChecksumSHA256")
         if stored.checksum is not None and remote:
-            _compare_checksums(key, self.where, str(remote), stored.checksum)
+            _compare_checksums(key, self.where, str(remote), stored)
             return CONFIRMED_BY_CHECKSUM
         log.info(
             "%s kept no SHA-256 checksum of %s: reading it back to confirm it", self.where, key
@@ -883,12 +883,16 @@ def _read_whole(source: BinaryIO, size: int) -> tuple[bytes, bytes]:
     return data, hashlib.sha256(data).digest()
 
 
-def _compare_checksums(key: str, where: str, remote: str, expected: str) -> None:
-    """Raise StorageError unless the store's SHA-256 checksum `remote` is the `expected` one:
-    the same digest and, for a composite (`<base64>-<parts>`), the same number of parts (a
-    store may leave the count off, as GetObjectAttributes does)."""
+def _compare_checksums(key: str, where: str, remote: str, stored: Stored) -> None:
+    """Raise StorageError unless the store's SHA-256 checksum `remote` is the one expected for
+    the bytes sent: the same digest and, for a composite (`<base64>-<parts>`), the same number
+    of parts (a store may leave the count off, as GetObjectAttributes does). The SHA-256 of the
+    whole object is accepted as well, for stores that keep that of a multipart upload."""
+    assert stored.checksum is not None
+    expected = stored.checksum
     value, _, parts = remote.strip().partition("-")
     want, _, want_parts = expected.partition("-")
+    whole = _b64(bytes.fromhex(stored.sha256))
     try:
         readable = len(base64.b64decode(value, validate=True)) == _SHA256_BYTES
     except ValueError:
@@ -905,7 +909,7 @@ def _compare_checksums(key: str, where: str, remote: str, expected: str) -> None
             f"{where} reports {key} as a {parts}-part upload, but it was sent in one request: "
             "the stored object is not the one sent"
         )
-    if value != want:
+    if value not in (want, whole):
         raise StorageError(
             f"{where} reports SHA-256 checksum {remote} for {key}, but the bytes sent give "
             f"{expected}: the stored object is not the one sent"

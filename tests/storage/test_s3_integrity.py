@@ -177,6 +177,17 @@ async def test_confirm_refuses_a_checksum_that_does_not_match(
     assert other in str(refused.value)
 
 
+async def test_confirm_accepts_a_whole_object_sha256_for_a_multipart_upload(
+    server: S3Server, s3: S3Storage
+) -> None:
+    data = payload(2 * PART + 1)
+    stored = await put(s3, "obj", data)
+    whole = b64(hashlib.sha256(data).digest())
+    server.rewrite("HEAD", edit=lambda answer: answer.set_header("x-amz-checksum-sha256", whole))
+
+    assert await s3.confirm("obj", stored) == CONFIRMED_BY_CHECKSUM
+
+
 async def test_confirm_refuses_a_part_count_that_does_not_match(
     server: S3Server, s3: S3Storage
 ) -> None:
