@@ -338,6 +338,21 @@ async def test_a_range_with_a_short_body_is_refused(server: S3Server, s3: S3Stor
         await s3.get("obj", Target())
 
 
+async def test_an_object_replaced_during_a_download_is_refused(
+    server: S3Server, s3: S3Storage
+) -> None:
+    await put(s3, "obj", payload(2 * PART + 1))
+    # The first range comes from an object whose ETag the bucket no longer has (it was
+    # replaced): the later ranges ask for that ETag (If-Match) and moto answers 412.
+    server.rewrite("GET", edit=lambda answer: answer.set_header("ETag", '"replaced-since"'))
+
+    with pytest.raises(StorageError, match="was replaced while it was read"):
+        await s3.get("obj", Target())
+    later = [r for r in server.requests if r.method == "GET" and r.headers.get("if-match")]
+    assert later, "later ranges must be conditional on the first range's ETag"
+    assert all(r.status == 412 for r in later)
+
+
 async def test_a_range_without_content_range_is_refused(server: S3Server, s3: S3Storage) -> None:
     await put(s3, "obj", payload(2 * PART + 1))
     server.rewrite("GET", edit=lambda answer: answer.set_header("Content-Range", None))
