@@ -7,7 +7,10 @@ proxy in front of it.
     server.fail("PUT", "partNumber=2", times=5)            # answer 500 to the next 5 matches
     server.fail("PUT", "partNumber=", mode="drop")         # close the connection, no answer
     server.fail("PUT", "partNumber=", mode="hang")         # hold the request until reset()
+    server.fail("POST", "uploads", status=501, code="NotImplemented")  # a named S3 error
     server.wait_until_held(count=2)                        # block until 2 requests are held
+    server.rewrite("GET", drop_request_headers=("Range",))  # forward the request changed
+    server.rewrite("HEAD", edit=lambda answer: ...)        # change moto's answer on its way back
     server.advance_clock(seconds)  # the proxy judges presigned URLs this much later
     server.part_sizes()    # {part number: bytes} of the parts moto accepted, via the proxy
     server.reset()         # forget rules, release held requests
@@ -24,11 +27,12 @@ import contextlib
 import http.client
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,13 +68,39 @@ def free_port() -> int:
 
 
 @dataclass
+class Answer:
+    """moto's answer as the proxy is about to send it back; a rewrite rule's `edit` changes
+    it in place (the Content-Length of a body is recomputed after the edit)."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def set_header(self, name: str, value: str | None) -> None:
+        """Replace the header `name` (or remove it, with None)."""
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != name.lower()]
+        if value is not None:
+            self.headers.append((name, value))
+
+
+@dataclass
 class Rule:
     method: str
     query_contains: str
     times: int
-    mode: str  # "status" | "drop" | "hang"
+    mode: str  # "status" | "drop" | "hang" | "rewrite"
     status: int
     skip: int  # let this many matching requests through first
+    code: str = "InternalError"  # the S3 error code of mode "status"
+    drop_request_headers: tuple[str, ...] = ()  # "rewrite": forwarded without these headers
+    edit: Callable[[Answer], None] | None = None  # "rewrite": changes moto's answer
 
 
 @dataclass
@@ -83,6 +113,7 @@ class Seen:
     size: int
     status: int | None = None  # the status sent back; None when dropped or held
     injected: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names lower-case
 
 
 @dataclass
@@ -165,15 +196,44 @@ class S3Server:
         status: int = 500,
         mode: str = "status",
         skip: int = 0,
+        code: str = "InternalError",
     ) -> None:
         """Make the proxy misbehave for the next `times` requests whose method is `method` and
         whose query string contains `query_contains` (after letting `skip` of them through):
-        answer `status` with an S3 error body (mode "status"), close the connection without an
-        answer ("drop"), or hold the request unanswered until reset() ("hang")."""
+        answer `status` with an S3 error body naming `code` (mode "status"), close the
+        connection without an answer ("drop"), or hold the request unanswered until reset()
+        ("hang")."""
         assert mode in ("status", "drop", "hang"), mode
         with self._state.lock:
             self._state.rules.append(
-                Rule(method.upper(), query_contains, times, mode, status, skip)
+                Rule(method.upper(), query_contains, times, mode, status, skip, code)
+            )
+
+    def rewrite(
+        self,
+        method: str,
+        query_contains: str = "",
+        times: int = 1,
+        *,
+        skip: int = 0,
+        drop_request_headers: tuple[str, ...] = (),
+        edit: Callable[[Answer], None] | None = None,
+    ) -> None:
+        """Forward the next `times` matching requests (after `skip`) to moto without the
+        headers `drop_request_headers`, and pass moto's answer through `edit` before it goes
+        back: a store that answers wrongly, seen over real HTTP."""
+        with self._state.lock:
+            self._state.rules.append(
+                Rule(
+                    method.upper(),
+                    query_contains,
+                    times,
+                    "rewrite",
+                    0,
+                    skip,
+                    drop_request_headers=tuple(h.lower() for h in drop_request_headers),
+                    edit=edit,
+                )
             )
 
     def reset(self) -> None:
@@ -270,6 +330,11 @@ class _ProxyServer(ThreadingHTTPServer):
     upstream: tuple[str, int]
     state: _State
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (it refused what it was reading) is expected."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -313,11 +378,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         url = urlsplit(self.path)
         seen = Seen(self.command, url.path, url.query, len(body))
+        seen.headers = {name.lower(): value for name, value in self.headers.items()}
         rule = self._match(seen)
+        if rule is not None and rule.mode == "rewrite":
+            seen.injected = True
+            self._forward(seen, body, rule)
+            return
         if rule is not None:
             seen.injected = True
             if rule.mode == "status":
-                self._answer(seen, rule.status, "InternalError", "injected failure")
+                self._answer(seen, rule.status, rule.code, "injected failure")
             elif rule.mode == "hang":
                 state = self.server.state
                 release = state.release
@@ -353,32 +423,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         seen.status = status
 
-    def _forward(self, seen: Seen, body: bytes) -> None:
+    def _forward(self, seen: Seen, body: bytes, rule: Rule | None = None) -> None:
         host, port = self.server.upstream
+        dropped = rule.drop_request_headers if rule is not None else ()
         upstream = http.client.HTTPConnection(host, port, timeout=60)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
-                if name.lower() not in HOP_BY_HOP:
+                if name.lower() not in HOP_BY_HOP and name.lower() not in dropped:
                     upstream.putheader(name, value)
             if body or self.command in ("PUT", "POST"):
                 upstream.putheader("Content-Length", str(len(body)))
             upstream.endheaders(body or None)
             response = upstream.getresponse()
-            payload = b"" if self.command == "HEAD" else response.read()
-            self.send_response_only(response.status, response.reason)
-            for name, value in response.getheaders():
-                if name.lower() not in HOP_BY_HOP:
-                    self.send_header(name, value)
+            headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
             length = response.getheader("Content-Length")
             if self.command == "HEAD" and length is not None:
-                self.send_header("Content-Length", length)
-            elif self.command != "HEAD":
-                self.send_header("Content-Length", str(len(payload)))
+                headers.append(("Content-Length", length))
+            payload = b"" if self.command == "HEAD" else response.read()
+            answer = Answer(response.status, response.reason, headers, payload)
+            if rule is not None and rule.edit is not None:
+                rule.edit(answer)
+            self.send_response_only(answer.status, answer.reason)
+            for name, value in answer.headers:
+                self.send_header(name, value)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            if payload:
-                self.wfile.write(payload)
-            seen.status = response.status
+            if answer.body and self.command != "HEAD":
+                self.wfile.write(answer.body)
+            seen.status = answer.status
         finally:
             upstream.close()
 

@@ -69,7 +69,7 @@ class SyncOp(Operation[SystemBackup]):
     async def run(self, ctx: Context) -> SystemBackup:
         store = storage.require(ctx.services.storage)
         try:
-            key = await storage.upload(
+            uploaded = await storage.upload(
                 store, self.path, ctx.services.settings.backup_dir, self.size, self.checksum
             )
         except (StorageError, OSError, UnsafePath) as error:
@@ -86,7 +86,7 @@ class SyncOp(Operation[SystemBackup]):
                 None,
                 None,
             )
-            backup.is_cloud_synced, backup.cloud_path = True, key
+            backup.is_cloud_synced, backup.cloud_path = True, uploaded.key
             backup.cloud_provider, backup.synced_at = store.name, datetime.now(UTC)
             await audit.record(
                 session,
@@ -94,9 +94,20 @@ class SyncOp(Operation[SystemBackup]):
                 action="backup.sync",
                 target=self.name,
                 outcome=AuditOutcome.completed,
-                detail={"id": self.backup_id, "key": key, "provider": store.name},
+                detail={
+                    "id": self.backup_id,
+                    "key": uploaded.key,
+                    "provider": store.name,
+                    "confirmedBy": uploaded.confirmed_by,
+                },
             )
-        log.info("backup %s synced to %s as %s", self.name, store.name, key)
+        log.info(
+            "backup %s synced to %s as %s (confirmed by %s)",
+            self.name,
+            store.name,
+            uploaded.key,
+            uploaded.confirmed_by,
+        )
         return backup
 
     async def _failed(

@@ -27,17 +27,47 @@ class ObjectInfo:
     modified: datetime | None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What put() sent, measured as the bytes streamed past (each byte read once).
+
+    `sha256` is the hex SHA-256 of every byte read from the source. `checksum` is the SHA-256
+    checksum the store was asked to verify on receipt and keep, as S3 spells it: the base64
+    digest of the whole object for one PUT, or the composite `<base64>-<parts>` (the SHA-256 of
+    the parts' binary digests, concatenated in part order) for a multipart upload; None when
+    the backend keeps no checksum of its own (local files, or a store that refused them)."""
+
+    size: int
+    sha256: str
+    checksum: str | None = None
+
+
+# How confirm() established that the stored object holds the bytes put() sent.
+CONFIRMED_BY_CHECKSUM = "checksum"  # the store's own checksum matched; nothing downloaded
+CONFIRMED_BY_DOWNLOAD = "download"  # the object was read back and hashed
+
+
 @runtime_checkable
 class Storage(Protocol):
     name: str  # "local", "s3", "r2", "minio"
 
-    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+    async def put(self, key: str, source: BinaryIO, size: int) -> Stored:
         """Store exactly `size` bytes read from `source` (opened for reading) under `key`,
-        replacing any object there. The object becomes visible only once complete."""
+        replacing any object there. The object becomes visible only once complete. Returns
+        the SHA-256 of the bytes sent (and the store's checksum of them, if it keeps one)."""
         ...
 
     async def get(self, key: str, target: BinaryIO) -> int:
-        """Stream the object into `target`; return the number of bytes written."""
+        """Write the object into `target` from its current position; return the number of
+        bytes written. A seekable target may be written out of order (parallel ranges); on
+        failure it holds part of the object, so callers write to a temporary name."""
+        ...
+
+    async def confirm(self, key: str, stored: Stored) -> str:
+        """Confirm that the object under `key` holds the bytes that put() reported as `stored`:
+        from the store's own checksum when it keeps one (CONFIRMED_BY_CHECKSUM), else by
+        reading the object back and hashing it (CONFIRMED_BY_DOWNLOAD). Returns which; raises
+        StorageError when the object differs or is missing."""
         ...
 
     async def stat(self, key: str) -> ObjectInfo | None:
@@ -62,6 +92,24 @@ class Storage(Protocol):
     async def sha256(self, key: str) -> str:
         """Hex SHA-256 of the stored bytes, computed by streaming the object back."""
         ...
+
+
+async def confirm_by_download(storage: Storage, key: str, stored: Stored) -> str:
+    """confirm() for a backend without checksums of its own: the size, then the SHA-256 of the
+    object read back in full."""
+    info = await storage.stat(key)
+    if info is None:
+        raise StorageError(f"the stored object {key} is missing right after it was written")
+    if info.size != stored.size:
+        raise StorageError(
+            f"the stored object {key} has {info.size} bytes, not the {stored.size} sent"
+        )
+    remote = await storage.sha256(key)
+    if remote != stored.sha256:
+        raise StorageError(
+            f"the stored object {key} has SHA-256 {remote}, not {stored.sha256} as sent"
+        )
+    return CONFIRMED_BY_DOWNLOAD
 
 
 def check_key(key: str) -> str:

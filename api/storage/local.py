@@ -28,8 +28,10 @@ from api.storage.base import (
     CHUNK_SIZE,
     ObjectInfo,
     StorageError,
+    Stored,
     check_key,
     check_prefix,
+    confirm_by_download,
     ensure_exhausted,
     read_exactly,
     write_all,
@@ -62,13 +64,13 @@ class LocalStorage:
 
     # -- protocol -----------------------------------------------------------------------
 
-    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+    async def put(self, key: str, source: BinaryIO, size: int) -> Stored:
         check_key(key)
         if _PARTIAL.match(key.rsplit("/", 1)[-1]):
             raise StorageError(f"refused storage key {key!r}: it looks like a temporary file")
         if size < 0:
             raise StorageError(f"cannot store {key}: negative size {size}")
-        await _in_thread(self._put, key, source, size)
+        return await _in_thread(self._put, key, source, size)
 
     async def get(self, key: str, target: BinaryIO) -> int:
         check_key(key)
@@ -98,9 +100,13 @@ class LocalStorage:
         await _in_thread(self._read, key, digest.update)
         return digest.hexdigest()
 
+    async def confirm(self, key: str, stored: Stored) -> str:
+        check_key(key)
+        return await confirm_by_download(self, key, stored)
+
     # -- worker-thread halves -------------------------------------------------------------
 
-    def _put(self, key: str, source: BinaryIO, size: int, stop: threading.Event) -> None:
+    def _put(self, key: str, source: BinaryIO, size: int, stop: threading.Event) -> Stored:
         with self._folder(key, create=True) as found:
             assert found is not None  # create=True makes every folder
             folder, name = found
@@ -114,6 +120,7 @@ class LocalStorage:
                 )
             except OSError as exc:
                 raise self._error("write", key, exc) from exc
+            digest = hashlib.sha256()
             try:
                 with os.fdopen(fd, "wb", buffering=0) as out:
                     remaining = size
@@ -121,6 +128,7 @@ class LocalStorage:
                         if stop.is_set():
                             raise _Stopped
                         data = read_exactly(source, min(CHUNK_SIZE, remaining))
+                        digest.update(data)
                         write_all(out, data)
                         remaining -= len(data)
                     ensure_exhausted(source, size)
@@ -135,6 +143,7 @@ class LocalStorage:
                 if isinstance(exc, OSError):
                     raise self._error("write", key, exc) from exc
                 raise
+        return Stored(size=size, sha256=digest.hexdigest())
 
     def _read(self, key: str, sink: Callable[[bytes], object], stop: threading.Event) -> int:
         with self._folder(key, create=False) as found:

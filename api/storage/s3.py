@@ -3,8 +3,23 @@
 Uploads below `part_size` are one PutObject; larger ones are a multipart upload this module
 drives itself (not `upload_fileobj`, whose unequal parts R2 rejects): every part but the last is
 exactly `part_size` bytes, read from the source in order, at most `max_concurrency` in flight,
-so memory stays near `max_concurrency * part_size`. Any failure or cancellation aborts the
+each sent in slices (so asyncio never buffers a second copy of it), so memory stays near
+`(max_concurrency + 1) * part_size`. Any failure or cancellation aborts the
 upload, so no half-written object or orphaned parts are left behind.
+
+Each byte is read once: as a part is read, its SHA-256 is computed (sent with the part, so the
+store verifies it on receipt) and the whole object's SHA-256 is fed in order. The store keeps
+the composite checksum (SHA-256 over the parts' binary digests, `<base64>-<parts>`; a single
+PUT keeps the object's own SHA-256), so confirm() asks the store for it (HeadObject with
+ChecksumMode) instead of downloading the object again. These are explicit checksums, sent as
+plain `x-amz-checksum-sha256` headers: botocore's automatic checksum trailers stay off (they
+break R2). A store that answers 501 NotImplemented to them is used without them from then on,
+and confirm() falls back to reading the object back.
+
+Downloads into a seekable target are parallel ranged GETs of `part_size` bytes, at most
+`max_concurrency` in flight, each written at its offset in slices of CHUNK_SIZE (memory stays
+near `max_concurrency * CHUNK_SIZE`); every answer must be a 206 whose Content-Range and length
+are exactly the range asked for, and ranges after the first must still match the first's ETag.
 
 The client is configured for the lowest common denominator of the three providers (SigV4,
 checksums only when required, path-style for custom endpoints) with bounded timeouts and
@@ -21,9 +36,11 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aioboto3
@@ -40,8 +57,11 @@ from botocore.exceptions import (
 
 from api.storage.base import (
     CHUNK_SIZE,
+    CONFIRMED_BY_CHECKSUM,
+    CONFIRMED_BY_DOWNLOAD,
     ObjectInfo,
     StorageError,
+    Stored,
     check_key,
     check_prefix,
     ensure_exhausted,
@@ -81,6 +101,9 @@ _WRONG_REGION = {"AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLo
 _MISSING_OBJECT = {"NoSuchKey", "404", "NotFound"}
 
 _Part = dict[str, Any]
+T = TypeVar("T")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_SHA256_BYTES = 32
 
 
 def detect_provider(endpoint: str | None) -> str:
@@ -142,6 +165,7 @@ class S3Storage:
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = 4,
         prefix: str = "",
+        checksums: bool = True,
     ) -> None:
         if provider not in PROVIDERS:
             raise StorageError(f"unknown storage provider {provider!r}: use one of {PROVIDERS}")
@@ -169,6 +193,9 @@ class S3Storage:
         )
         self._background: set[asyncio.Task[None]] = set()
         self.list_page_size = 1000  # keys per ListObjectsV2 page (S3's maximum)
+        # Send SHA-256 checksums for the store to verify and keep; turned off for good once
+        # the store answers 501 NotImplemented to them.
+        self.checksums = checksums
 
     def __repr__(self) -> str:
         return (
@@ -184,7 +211,7 @@ class S3Storage:
 
     # -- protocol -----------------------------------------------------------------------
 
-    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+    async def put(self, key: str, source: BinaryIO, size: int) -> Stored:
         name = self._name(key)
         if size < 0:
             raise StorageError(f"cannot upload {key}: negative size {size}")
@@ -192,18 +219,64 @@ class S3Storage:
         with self._errors("upload", key):
             async with self._client() as client:
                 if size < part_size:
-                    data, md5 = await asyncio.to_thread(_read_whole, source, size)
-                    await client.put_object(
-                        Bucket=self.bucket, Key=name, Body=data, ContentLength=size, ContentMD5=md5
-                    )
-                else:
-                    await self._put_multipart(client, key, name, source, size, part_size)
+                    return await self._put_single(client, name, source, size)
+                return await self._put_multipart(client, key, name, source, size, part_size)
 
     async def get(self, key: str, target: BinaryIO) -> int:
-        async def write(data: bytes) -> None:
-            await asyncio.to_thread(write_all, target, data)
+        if not _seekable(target):
+            # A stream: one GET, written in order.
+            async def write(data: bytes) -> None:
+                await asyncio.to_thread(write_all, target, data)
 
-        return await self._download(key, write)
+            return await self._download(key, write)
+        start = target.tell()
+        lock = threading.Lock()
+
+        def write_at(offset: int, data: bytes) -> None:
+            with lock:
+                target.seek(start + offset)
+                write_all(target, data)
+
+        written = await self._download_ranges(key, write_at)
+        target.seek(start + written)
+        return written
+
+    async def confirm(self, key: str, stored: Stored) -> str:
+        name = self._name(key)
+        with self._errors("confirm", key):
+            async with self._client() as client:
+                try:
+                    head = await client.head_object(
+                        Bucket=self.bucket, Key=name, ChecksumMode="ENABLED"
+                    )
+                except ClientError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    await self._check_bucket(client)
+                    raise StorageError(
+                        f"the uploaded object {key} is missing from bucket {self.bucket} at "
+                        f"{self.where}"
+                    ) from None
+        size = int(head.get("ContentLength", -1))
+        if size != stored.size:
+            raise StorageError(
+                f"the uploaded object {key} has {size} bytes at {self.where}, not the "
+                f"{stored.size} sent"
+            )
+        remote = head.get("ChecksumSHA256")
+        if stored.checksum is not None and remote:
+            _compare_checksums(key, self.where, str(remote), stored)
+            return CONFIRMED_BY_CHECKSUM
+        log.info(
+            "%s kept no SHA-256 checksum of %s: reading it back to confirm it", self.where, key
+        )
+        digest = await self.sha256(key)
+        if digest != stored.sha256:
+            raise StorageError(
+                f"the uploaded object {key} has SHA-256 {digest} at {self.where}, not "
+                f"{stored.sha256} as sent"
+            )
+        return CONFIRMED_BY_DOWNLOAD
 
     async def stat(self, key: str) -> ObjectInfo | None:
         name = self._name(key)
@@ -284,13 +357,42 @@ class S3Storage:
         needed = math.ceil(size / MAX_PARTS / MiB) * MiB
         return max(self.part_size, needed)
 
+    async def _put_single(self, client: Any, name: str, source: BinaryIO, size: int) -> Stored:
+        data, digest = await asyncio.to_thread(_read_whole, source, size)
+        checksum = _b64(digest)
+        if self.checksums:
+            try:
+                await client.put_object(
+                    Bucket=self.bucket,
+                    Key=name,
+                    Body=_Body(data),
+                    ContentLength=size,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                return Stored(size=size, sha256=digest.hex(), checksum=checksum)
+            except ClientError as exc:
+                if not _not_implemented(exc):
+                    raise
+                self._refuse_checksums(exc)
+        await client.put_object(
+            Bucket=self.bucket,
+            Key=name,
+            Body=_Body(data),
+            ContentLength=size,
+            ContentMD5=_md5(data),
+        )
+        return Stored(size=size, sha256=digest.hex())
+
     async def _put_multipart(
         self, client: Any, key: str, name: str, source: BinaryIO, size: int, part_size: int
-    ) -> None:
-        created = await client.create_multipart_upload(Bucket=self.bucket, Key=name)
-        upload_id: str = created["UploadId"]
+    ) -> Stored:
+        upload_id, checksums = await self._create_upload(client, name)
+        whole = hashlib.sha256()
         try:
-            parts = await self._upload_parts(client, name, upload_id, source, size, part_size)
+            parts = await self._upload_parts(
+                client, name, upload_id, source, size, part_size, whole, checksums
+            )
             await client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=name,
@@ -300,9 +402,47 @@ class S3Storage:
         except BaseException:
             await self._abort(key, name, upload_id)
             raise
+        composite = None
+        if checksums:
+            digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
+            composite = f"{_b64(hashlib.sha256(digests).digest())}-{len(parts)}"
+        return Stored(size=size, sha256=whole.hexdigest(), checksum=composite)
+
+    async def _create_upload(self, client: Any, name: str) -> tuple[str, bool]:
+        """Start a multipart upload (with SHA-256 part checksums unless the store refused
+        them); returns its id and whether parts carry checksums."""
+        if self.checksums:
+            try:
+                created = await client.create_multipart_upload(
+                    Bucket=self.bucket, Key=name, ChecksumAlgorithm="SHA256"
+                )
+                return str(created["UploadId"]), True
+            except ClientError as exc:
+                if not _not_implemented(exc):
+                    raise
+                self._refuse_checksums(exc)
+        created = await client.create_multipart_upload(Bucket=self.bucket, Key=name)
+        return str(created["UploadId"]), False
+
+    def _refuse_checksums(self, exc: ClientError) -> None:
+        self.checksums = False
+        log.warning(
+            "%s does not implement SHA-256 checksums (%s): uploading without them; syncs to it "
+            "are confirmed by reading each object back",
+            self.where,
+            _code(exc),
+        )
 
     async def _upload_parts(
-        self, client: Any, name: str, upload_id: str, source: BinaryIO, size: int, part_size: int
+        self,
+        client: Any,
+        name: str,
+        upload_id: str,
+        source: BinaryIO,
+        size: int,
+        part_size: int,
+        whole: Any,
+        checksums: bool,
     ) -> builtins.list[_Part]:
         parts: builtins.list[_Part] = []
         pending: set[asyncio.Task[_Part]] = set()
@@ -310,39 +450,55 @@ class S3Storage:
             number, offset = 0, 0
             while offset < size:
                 length = min(part_size, size - offset)
-                data, md5 = await asyncio.to_thread(_read_part, source, length)
+                data, digest = await asyncio.to_thread(_read_part, source, length, whole, checksums)
                 number, offset = number + 1, offset + length
-                upload = self._upload_part(client, name, upload_id, number, data, md5)
+                upload = self._upload_part(client, name, upload_id, number, data, digest, checksums)
                 pending.add(asyncio.create_task(upload))
                 del data  # the task holds the only reference: freed once the part is sent
                 if len(pending) >= self.max_concurrency:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     parts.extend(_results(done))
             await asyncio.to_thread(ensure_exhausted, source, size)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                parts.extend(_results(done))
+            await _drain(pending, parts)
         finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await _cancel(pending)
         parts.sort(key=lambda part: int(part["PartNumber"]))
         return parts
 
     async def _upload_part(
-        self, client: Any, name: str, upload_id: str, number: int, data: bytes, md5: str
+        self,
+        client: Any,
+        name: str,
+        upload_id: str,
+        number: int,
+        data: bytes,
+        digest: bytes,
+        checksums: bool,
     ) -> _Part:
+        """Upload one part with its SHA-256 (or, without checksums, its MD5) for the store to
+        verify on receipt."""
+        check: dict[str, str] = (
+            {"ChecksumSHA256": _b64(digest)} if checksums else {"ContentMD5": _b64(digest)}
+        )
         response = await client.upload_part(
             Bucket=self.bucket,
             Key=name,
             UploadId=upload_id,
             PartNumber=number,
-            Body=data,
+            Body=_Body(data),
             ContentLength=len(data),
-            ContentMD5=md5,
+            **check,
         )
-        return {"PartNumber": number, "ETag": response["ETag"]}
+        part: _Part = {"PartNumber": number, "ETag": response["ETag"]}
+        if checksums:
+            echoed = response.get("ChecksumSHA256")
+            if echoed and echoed != check["ChecksumSHA256"]:
+                raise StorageError(
+                    f"{self.where} acknowledged part {number} of {name} with SHA-256 {echoed}, "
+                    f"not the {check['ChecksumSHA256']} sent; the upload was abandoned"
+                )
+            part["ChecksumSHA256"] = check["ChecksumSHA256"]
+        return part
 
     async def _abort(self, key: str, name: str, upload_id: str) -> None:
         """Abort a multipart upload with a fresh client, shielded from a second cancellation
@@ -423,6 +579,153 @@ class S3Storage:
             )
         return written
 
+    async def _download_ranges(self, key: str, write_at: Callable[[int, bytes], None]) -> int:
+        """Download the object in ranges of `part_size` bytes, at most `max_concurrency` in
+        flight, each written at its offset through `write_at`; returns the object's size."""
+        name = self._name(key)
+        part = self.part_size
+        with self._errors("download", key):
+            async with self._client() as client:
+                try:
+                    first = await client.get_object(
+                        Bucket=self.bucket, Key=name, Range=f"bytes=0-{part - 1}"
+                    )
+                except ClientError as exc:
+                    if _status(exc) != 416:
+                        raise
+                    # S3 answers 416 to any range of an empty object: read it whole, in order.
+                    return await self._download(key, _in_order(write_at))
+                if _http_status(first) == 200:
+                    # The whole object in one answer: fine only if it is no larger than the
+                    # range asked for (moto answers an empty object so).
+                    length = int(first.get("ContentLength", -1))
+                    if not 0 <= length <= part:
+                        await _close(first)
+                        raise StorageError(self._ignored_range(key, 0, part - 1, length))
+                    return await self._write_body(key, first, 0, length, write_at)
+                try:
+                    total = self._check_range(key, first, 0, part - 1, None)
+                except StorageError:
+                    await _close(first)
+                    raise
+                etag = first.get("ETag")
+                first_length = min(part, total)
+                pending: set[asyncio.Task[int]] = {
+                    asyncio.create_task(self._write_body(key, first, 0, first_length, write_at))
+                }
+                written: builtins.list[int] = []
+                try:
+                    for offset in range(part, total, part):
+                        end = min(offset + part, total) - 1
+                        fetch = self._get_range(
+                            client, key, name, offset, end, total, etag, write_at
+                        )
+                        pending.add(asyncio.create_task(fetch))
+                        if len(pending) >= self.max_concurrency:
+                            done, pending = await asyncio.wait(
+                                pending, return_when=asyncio.FIRST_COMPLETED
+                            )
+                            written.extend(_results(done))
+                    await _drain(pending, written)
+                finally:
+                    await _cancel(pending)
+        if sum(written) != total:
+            raise StorageError(
+                f"the download of {key} from {self.where} stopped after {sum(written)} of "
+                f"{total} bytes; try again"
+            )
+        return total
+
+    async def _get_range(
+        self,
+        client: Any,
+        key: str,
+        name: str,
+        start: int,
+        end: int,
+        total: int,
+        etag: str | None,
+        write_at: Callable[[int, bytes], None],
+    ) -> int:
+        condition = {"IfMatch": etag} if etag else {}
+        response = await client.get_object(
+            Bucket=self.bucket, Key=name, Range=f"bytes={start}-{end}", **condition
+        )
+        try:
+            status = _http_status(response)
+            if status != 206:
+                length = int(response.get("ContentLength", -1))
+                raise StorageError(self._ignored_range(key, start, end, length, status))
+            self._check_range(key, response, start, end, total)
+        except StorageError:
+            await _close(response)
+            raise
+        return await self._write_body(key, response, start, end - start + 1, write_at)
+
+    def _check_range(self, key: str, response: Any, start: int, end: int, total: int | None) -> int:
+        """The object's total size from a 206 answer to `bytes=start-end`, after checking that
+        its Content-Range and Content-Length are exactly that range (clipped to the object's
+        end) of an object of `total` bytes (when known)."""
+        header = str(response.get("ContentRange") or "")
+        match = _CONTENT_RANGE.fullmatch(header.strip())
+        asked = f"bytes {start}-{end} of {key}"
+        if match is None:
+            raise StorageError(
+                f"{self.where} answered a request for {asked} without a valid Content-Range "
+                f"({header!r}); refused the download"
+            )
+        first, last, size = (int(value) for value in match.groups())
+        if total is not None and size != total:
+            raise StorageError(
+                f"{self.where} answered a request for {asked} as part of a {size}-byte object, "
+                f"but it had {total} bytes; refused the download"
+            )
+        if first != start or last != min(end, size - 1) or last < first:
+            raise StorageError(
+                f"{self.where} answered a request for {asked} with bytes {first}-{last}; "
+                "refused the download"
+            )
+        length = int(response.get("ContentLength", -1))
+        if length != last - first + 1:
+            raise StorageError(
+                f"{self.where} answered a request for {asked} with a body of {length} bytes, "
+                f"not {last - first + 1}; refused the download"
+            )
+        return size
+
+    def _ignored_range(self, key: str, start: int, end: int, length: int, status: int = 200) -> str:
+        return (
+            f"{self.where} answered HTTP {status} with {length} bytes to a request for bytes "
+            f"{start}-{end} of {key}: it ignored the Range header; refused the download"
+        )
+
+    async def _write_body(
+        self,
+        key: str,
+        response: Any,
+        offset: int,
+        length: int,
+        write_at: Callable[[int, bytes], None],
+    ) -> int:
+        """Write `length` bytes of a response body at `offset`, in slices of CHUNK_SIZE."""
+        written = 0
+        body = response["Body"]
+        async with body:
+            while chunk := await body.read(CHUNK_SIZE):
+                if written + len(chunk) > length:
+                    raise StorageError(
+                        f"{self.where} sent more than the {length} bytes announced at offset "
+                        f"{offset} of {key}; refused the download"
+                    )
+                await asyncio.to_thread(write_at, offset + written, chunk)
+                written += len(chunk)
+        if written != length:
+            raise StorageError(
+                f"the download of {key} from {self.where} stopped after {written} of {length} "
+                f"bytes at offset {offset}; try again"
+            )
+        return written
+
     def _no_bucket(self) -> str:
         return (
             f"bucket {self.bucket} does not exist at {self.where}: check BACKUP_S3_BUCKET "
@@ -469,6 +772,8 @@ class S3Storage:
             )
         if code in _MISSING_OBJECT or status == 404:
             return f"object {key} not found in bucket {self.bucket} at {self.where}"
+        if code == "PreconditionFailed" or status == 412:
+            return f"object {key} at {self.where} was replaced while it was read; try again"
         if status >= 500:
             return (
                 f"{self.where} failed to {action} {key}: {code} (HTTP {status}) after "
@@ -521,24 +826,148 @@ def _utc(value: object) -> datetime | None:
     return value.astimezone(UTC) if isinstance(value, datetime) else None
 
 
+class _Body:
+    """A part's bytes as a request body that is sent in CHUNK_SIZE slices, each once the
+    connection has taken the previous one. Handed over whole, a body is copied into asyncio's
+    write buffer for whatever the socket does not take at once (Python 3.11), doubling the
+    memory of every part in flight. botocore reads and rewinds it (signing, retries) through
+    read/seek/tell; aiohttp sends it by iterating."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else self._position + size
+        piece = bytes(self._data[self._position : end])
+        self._position += len(piece)
+        return piece
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: len(self._data)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        for start in range(0, len(self._data), CHUNK_SIZE):
+            yield self._data[start : start + CHUNK_SIZE]
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
 def _md5(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    return _b64(hashlib.md5(data, usedforsecurity=False).digest())
 
 
-def _read_part(source: BinaryIO, length: int) -> tuple[bytes, str]:
+def _read_part(source: BinaryIO, length: int, whole: Any, checksums: bool) -> tuple[bytes, bytes]:
+    """Read the next part; feed it to the whole object's SHA-256 (parts are read in order) and
+    return it with its own digest: SHA-256, or MD5 when the store takes no checksums."""
     data = read_exactly(source, length)
-    return data, _md5(data)
+    whole.update(data)
+    if checksums:
+        return data, hashlib.sha256(data).digest()
+    return data, hashlib.md5(data, usedforsecurity=False).digest()
 
 
-def _read_whole(source: BinaryIO, size: int) -> tuple[bytes, str]:
+def _read_whole(source: BinaryIO, size: int) -> tuple[bytes, bytes]:
     data = read_exactly(source, size)
     ensure_exhausted(source, size)
-    return data, _md5(data)
+    return data, hashlib.sha256(data).digest()
 
 
-def _results(done: set[asyncio.Task[_Part]]) -> builtins.list[_Part]:
-    """Results of finished part uploads; raises the first failure after retrieving all, so
-    no task exception goes unobserved."""
+def _compare_checksums(key: str, where: str, remote: str, stored: Stored) -> None:
+    """Raise StorageError unless the store's SHA-256 checksum `remote` is the one expected for
+    the bytes sent: the same digest and, for a composite (`<base64>-<parts>`), the same number
+    of parts (a store may leave the count off, as GetObjectAttributes does). The SHA-256 of the
+    whole object is accepted as well, for stores that keep that of a multipart upload."""
+    assert stored.checksum is not None
+    expected = stored.checksum
+    value, _, parts = remote.strip().partition("-")
+    want, _, want_parts = expected.partition("-")
+    whole = _b64(bytes.fromhex(stored.sha256))
+    try:
+        readable = len(base64.b64decode(value, validate=True)) == _SHA256_BYTES
+    except ValueError:
+        readable = False
+    if not readable or (parts and not parts.isdigit()):
+        raise StorageError(f"{where} reported an unreadable SHA-256 checksum {remote!r} for {key}")
+    if want_parts and parts and int(parts) != int(want_parts):
+        raise StorageError(
+            f"{where} reports {key} as {parts} parts, but it was uploaded in {want_parts}: the "
+            "stored object is not the one sent"
+        )
+    if not want_parts and parts:
+        raise StorageError(
+            f"{where} reports {key} as a {parts}-part upload, but it was sent in one request: "
+            "the stored object is not the one sent"
+        )
+    if value not in (want, whole):
+        raise StorageError(
+            f"{where} reports SHA-256 checksum {remote} for {key}, but the bytes sent give "
+            f"{expected}: the stored object is not the one sent"
+        )
+
+
+def _not_implemented(exc: ClientError) -> bool:
+    return _status(exc) == 501 or _code(exc) == "NotImplemented"
+
+
+def _http_status(response: Any) -> int:
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _seekable(target: BinaryIO) -> bool:
+    try:
+        return bool(target.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _in_order(write_at: Callable[[int, bytes], None]) -> Callable[[bytes], Awaitable[None]]:
+    """A sink for one sequential stream, writing each slice after the previous one."""
+    offset = 0
+
+    async def sink(data: bytes) -> None:
+        nonlocal offset
+        await asyncio.to_thread(write_at, offset, data)
+        offset += len(data)
+
+    return sink
+
+
+async def _close(response: Any) -> None:
+    """Release the connection of a response whose body will not be read."""
+    with contextlib.suppress(Exception):
+        response["Body"].close()
+
+
+async def _drain(pending: set[asyncio.Task[T]], results: builtins.list[T]) -> None:
+    """Wait for every task, collecting results into `results`; stop at the first failure."""
+    while pending:
+        done, remaining = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        pending.clear()
+        pending.update(remaining)
+        results.extend(_results(done))
+
+
+async def _cancel(pending: set[asyncio.Task[T]]) -> None:
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _results(done: set[asyncio.Task[T]]) -> builtins.list[T]:
+    """Results of finished tasks; raises the first failure after retrieving all, so no task
+    exception goes unobserved."""
     failures = [task.exception() for task in done if not task.cancelled()]
     for failure in failures:
         if failure is not None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from api import paths
 from api.archive.writer import partial_path, publish
 from api.config import Settings
 from api.errors import NotConfigured, UnsafePath
-from api.storage.base import Storage, StorageError
+from api.storage.base import Storage, StorageError, Stored
 from api.storage.s3 import S3Storage, detect_provider
 
 if TYPE_CHECKING:
@@ -62,30 +63,41 @@ def archive_key(path: Path) -> str:
     return paths.cloud_key(path.name)
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    key: str
+    confirmed_by: str  # CONFIRMED_BY_CHECKSUM or CONFIRMED_BY_DOWNLOAD (api.storage.base)
+
+
 async def upload(
     storage: Storage, path: Path, root: Path, size: int | None, checksum: str | None
-) -> str:
-    """Upload an archive of `root` and its sidecar, then confirm the remote copy's size and
-    SHA-256 (read back); returns its key. Raises StorageError (or UnsafePath for a path outside
-    `root`, checked before anything is read)."""
+) -> Uploaded:
+    """Upload an archive of `root` and its sidecar, then confirm the remote copy; returns its
+    key and how it was confirmed. Raises StorageError (or UnsafePath for a path outside `root`,
+    checked before anything is read).
+
+    Each byte is read once: the upload hashes what it sends, which must match the catalog's
+    `checksum`; the store then confirms it holds those bytes from its own SHA-256 checksum of
+    the parts it verified on receipt, or, when it keeps none, by reading the object back."""
     key = archive_key(path)
     sidecar = path.with_name(path.name + ".sha256")
+    sent: list[Stored] = []
     for name, source in ((key, path), (key + ".sha256", sidecar)):
         try:
             fd = paths.open_file(source, root)
         except FileNotFoundError:
             raise StorageError(f"the local file {source} is missing: nothing to upload") from None
         with os.fdopen(fd, "rb") as handle:
-            await storage.put(name, handle, os.fstat(handle.fileno()).st_size)
-    info = await storage.stat(key)
-    if info is None or info.size != size:
+            sent.append(await storage.put(name, handle, os.fstat(handle.fileno()).st_size))
+    stored = sent[0]
+    if stored.size != size:
+        raise StorageError(f"the uploaded object {key} has {stored.size} bytes, not {size}")
+    if stored.sha256 != checksum:
         raise StorageError(
-            f"the uploaded object {key} has {info.size if info else 'no'} bytes, not {size}"
+            f"the uploaded object {key} has SHA-256 {stored.sha256}, not {checksum}: the local "
+            "archive no longer matches its catalog checksum"
         )
-    remote = await storage.sha256(key)
-    if remote != checksum:
-        raise StorageError(f"the uploaded object {key} has SHA-256 {remote}, not {checksum}")
-    return key
+    return Uploaded(key, await storage.confirm(key, stored))
 
 
 async def delete_copy(storage: Storage, key: str) -> None:

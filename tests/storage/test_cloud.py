@@ -13,7 +13,7 @@ import httpx
 
 from api.scheduler import sync_due
 from tests.conftest import Api, App, database_state, tree_state
-from tests.s3server import S3Server
+from tests.s3server import Answer, S3Server
 
 
 async def test_sync_to_cloud_uploads_archive_and_sidecar_and_confirms_them(
@@ -34,6 +34,10 @@ async def test_sync_to_cloud_uploads_archive_and_sidecar_and_confirms_them(
         obj = await client.get_object(Bucket=bucket, Key="off-site.tar.gz")
         data = await obj["Body"].read()
     assert data == Path(body["filePath"]).read_bytes()
+    downloads = [
+        r for r in s3.requests if r.method == "GET" and r.path == f"/{bucket}/off-site.tar.gz"
+    ]
+    assert downloads == [], "the sync was confirmed by the bucket's checksum, not a download"
     parts = s3.part_sizes()
     if len(parts) > 1:
         sizes = list(parts.values())
@@ -166,6 +170,34 @@ async def test_restore_fetches_and_verifies_the_cloud_copy_when_local_is_gone(ca
     assert done["status"] == "completed", done
     assert (tree_state(capi.app.uploads), database_state(capi.app)) == before
     assert Path(body["filePath"]).is_file()
+
+
+async def test_a_refused_cloud_download_fails_the_restore_and_leaves_no_archive(
+    capi: Api, s3: S3Server
+) -> None:
+    headers = await capi.headers()
+    before = database_state(capi.app)
+    body = (
+        await capi.client.post(
+            "/backups?wait=true", headers=headers, json={"name": "garbled", "syncToCloud": True}
+        )
+    ).json()
+    Path(body["filePath"]).unlink()
+    Path(body["filePath"] + ".sha256").unlink()
+
+    def wrong_range(answer: Answer) -> None:
+        answer.set_header("Content-Range", "bytes 1-1/1")
+
+    s3.rewrite("GET", times=10, edit=wrong_range)
+    refused = await capi.client.post(
+        f"/backups/{body['id']}/restore", headers=headers, json={"confirm": "garbled"}
+    )
+    assert refused.status_code == 503, refused.text
+    assert "cloud copy could not be downloaded" in refused.json()["detail"]
+    assert "refused the download" in refused.json()["detail"]
+    folder = capi.services.settings.backup_dir
+    assert sorted(p.name for p in folder.iterdir()) == [], "no archive, whole or partial, is left"
+    assert database_state(capi.app) == before
 
 
 async def test_storage_status_and_test_never_show_a_secret(
