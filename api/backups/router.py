@@ -35,7 +35,7 @@ from api.restores.schemas import RestoreOut
 from api.schemas import errors
 from api.states import BackupStatus, BackupType
 from api.storage import service as storage
-from api.storage.s3 import content_disposition
+from api.storage.base import content_disposition
 
 router = APIRouter(prefix="/backups", tags=["backups"])
 

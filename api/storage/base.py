@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
+from urllib.parse import quote
 
 # A storage failure is an AppError (503 in the API, one line in the CLI); defined with the
 # other errors and re-exported here, where every backend imports it from.
@@ -174,3 +175,13 @@ def write_all(target: BinaryIO, data: bytes) -> None:
         if written is None:  # a non-blocking raw stream that is not ready
             raise StorageError("the target file would block; pass a blocking file object")
         view = view[written:]
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact name per RFC 6266/5987."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "download"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"%;' else "_" for c in name)
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header

@@ -41,7 +41,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aioboto3
 import aiohttp
@@ -64,6 +64,7 @@ from api.storage.base import (
     Stored,
     check_key,
     check_prefix,
+    content_disposition,
     ensure_exhausted,
     read_exactly,
     write_all,
@@ -139,16 +140,6 @@ def client_config(provider: str) -> Config:
         ignore_configured_endpoint_urls=True,
         user_agent_extra="nexus-backup",
     )
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback name and the exact name per RFC 6266/5987."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "download"
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"%;' else "_" for c in name)
-    header = f'attachment; filename="{fallback}"'
-    if fallback != name:
-        header += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return header
 
 
 class S3Storage:

@@ -17,7 +17,6 @@ from api.archive.writer import partial_path, publish
 from api.config import Settings
 from api.errors import NotConfigured, UnsafePath
 from api.storage.base import Storage, StorageError, Stored
-from api.storage.s3 import S3Storage, detect_provider
 
 if TYPE_CHECKING:
     from api.backups.models import SystemBackup
@@ -31,6 +30,8 @@ def from_settings(settings: Settings) -> Storage | None:
     assert settings.backup_s3_access_key_id is not None
     assert settings.backup_s3_secret_access_key is not None
     assert settings.backup_s3_bucket is not None
+    from api.storage.s3 import S3Storage, detect_provider  # botocore loads only when needed
+
     return S3Storage(
         endpoint=settings.backup_s3_endpoint,
         bucket=settings.backup_s3_bucket,
