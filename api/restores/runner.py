@@ -210,6 +210,9 @@ class Outcome:
     command_error: str | None = None
 
 
+_REFUSED = "cancelled: the restore it was taken for stopped (its archive was refused)"
+
+
 class _Stopped(Exception):
     """Raised inside the verification to stop it (the safety backup failed)."""
 
@@ -302,7 +305,7 @@ async def execute(
             verified = await verifying
         except BaseException as error:
             stop.set()  # the thread stops at its next block, before staging is removed
-            safety_job.cancel()
+            safety_job.cancel(_REFUSED)
             await asyncio.wait({verifying, safety_job})
             if isinstance(error, _Stopped):
                 await safety_job  # raises the safety backup's own error, if it raised
@@ -318,7 +321,7 @@ async def execute(
             if not (staging.uploads).exists():
                 staging.uploads.mkdir(mode=0o755)
         except BaseException:
-            safety_job.cancel()
+            safety_job.cancel(_REFUSED)
             await asyncio.gather(safety_job, return_exceptions=True)
             raise
 
