@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.dataset import Spec, prepare
+from bench.dataset import Spec, import_external, prepare
 from bench.measure import median
 from bench.scenarios import ROWS, Harness
 
@@ -34,10 +34,20 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def measure_size(size: str, seed: int, runs: int, data_dir: Path, keep: bool) -> dict[str, Any]:
+def measure_size(
+    size: str,
+    seed: int,
+    runs: int,
+    data_dir: Path,
+    keep: bool,
+    external: tuple[str, Path] | None = None,
+) -> dict[str, Any]:
     """Every row on one dataset, `runs` times round-robin; the results document."""
     started = _now()
-    dataset = prepare(Spec(size, seed), data_dir, log=_log)
+    if external is not None:
+        dataset = import_external(*external, data_dir, log=_log)
+    else:
+        dataset = prepare(Spec(size, seed), data_dir, log=_log)
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-run-"))
     try:
         harness = Harness(dataset, work, log=_log)
@@ -129,12 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-modules", action="store_true", help="not bench.api_scale/cloud")
     parser.add_argument("--render-only", action="store_true", help="rewrite the page from JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--database-url", help="measure this database instead of a generated one")
+    parser.add_argument(
+        "--uploads", type=Path, help="and this uploads folder (with --database-url)"
+    )
     args = parser.parse_args(argv)
+    if (args.database_url is None) != (args.uploads is None):
+        parser.error("--database-url and --uploads go together")
+    external = (args.database_url, args.uploads) if args.database_url else None
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     if runs < 1:
         parser.error("--runs must be at least 1")
     sizes = (
-        ["quick"] if args.quick else (["small", "large"] if args.size == "both" else [args.size])
+        ["external"]
+        if external
+        else ["quick"]
+        if args.quick
+        else (["small", "large"] if args.size == "both" else [args.size])
     )
     results_dir: Path = args.results_dir
     out: Path = args.out or (
@@ -146,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     modules: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
     if not args.render_only:
         for size in sizes:
-            result = measure_size(size, args.seed, runs, args.data_dir, args.keep)
+            result = measure_size(size, args.seed, runs, args.data_dir, args.keep, external)
             (results_dir / f"{size}.json").write_text(json.dumps(result, indent=1) + "\n")
             results[size] = result
         for name in MODULES:

@@ -20,10 +20,12 @@ a cache made by another generator version or PostgreSQL major is rebuilt.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -438,11 +440,83 @@ def tree_totals(root: Path) -> tuple[int, int]:
     return files, total
 
 
+_USER_TABLES = (
+    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'nexus_backup') ORDER BY 1;"
+)
+
+
 def table_counts(cluster: LocalCluster, database: str) -> dict[str, int]:
-    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)
-    sql += " UNION ALL SELECT 'blob_bytes', coalesce(sum(octet_length(data)), 0) FROM blobs"
-    out = cluster.psql(database, sql + ";")
-    return {name: int(value) for name, value in (line.split("|") for line in out.split())}
+    """Rows of every user table (and bytes of `blobs.data` when the generated table is there)."""
+    names = [line for line in cluster.psql(database, _USER_TABLES).splitlines() if line]
+    if not names:
+        return {}
+    parts = [f"SELECT {_sql_quote(n)}, count(*) FROM {n}" for n in names]
+    if "public.blobs" in names and database_has_column(cluster, database, "blobs", "data"):
+        parts.append("SELECT 'blob_bytes', coalesce(sum(octet_length(data)), 0) FROM blobs")
+    out = cluster.psql(database, " UNION ALL ".join(parts) + ";")
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        name, _, value = line.rpartition("|")
+        counts[name.removeprefix("public.")] = int(value)
+    return counts
+
+
+def database_has_column(cluster: LocalCluster, database: str, table: str, column: str) -> bool:
+    sql = (
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' "
+        f"AND table_name = {_sql_quote(table)} AND column_name = {_sql_quote(column)};"
+    )
+    return cluster.psql(database, sql).strip() == "1"
+
+
+def import_external(url: str, uploads: Path, data_dir: Path, log: Any = print) -> Dataset:
+    """A dataset the generator did not make: the database at `url` copied into a throwaway
+    cluster (pg_dump | psql, untimed) and the uploads folder copied beside it. Nothing at `url`
+    or in `uploads` is changed."""
+    if not uploads.is_dir():
+        raise SystemExit(f"--uploads {uploads} is not a folder")
+    digest = hashlib.sha256(f"{url}\0{uploads.resolve()}".encode()).hexdigest()[:12]
+    spec = Spec("external", 0)
+    folder = data_dir / f"external-{digest}"
+    if folder.exists():
+        LocalCluster(folder / "pg").stop()
+        shutil.rmtree(folder)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)
+    folder.mkdir()
+    folder.chmod(0o755)
+    cluster = LocalCluster(folder / "pg")
+    cluster.start()
+    target = cluster.create_database(SOURCE_DB)
+    log(f"dataset external: copying the database into {folder} ...")
+    dump = subprocess.Popen(
+        [str(cluster.bin("pg_dump")), "--no-owner", "--no-privileges", "--dbname", url],
+        stdout=subprocess.PIPE,
+    )
+    load = subprocess.run(
+        [str(cluster.bin("psql")), "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", target],
+        stdin=dump.stdout,
+        check=False,
+    )
+    if dump.wait() != 0 or load.returncode != 0:
+        raise SystemExit("copying the --database-url database failed (see the messages above)")
+    log("dataset external: copying the uploads ...")
+    subprocess.run(["cp", "-a", str(uploads), str(folder / "uploads")], check=True)
+    files, total = tree_totals(folder / "uploads")
+    info: dict[str, Any] = {
+        "generator": "external",
+        "pg_major": _pg_major(cluster),
+        "size": "external",
+        "seed": 0,
+        "rows": table_counts(cluster, SOURCE_DB),
+        "table_bytes": {},
+        "db_bytes": int(cluster.psql(SOURCE_DB, f"SELECT pg_database_size('{SOURCE_DB}');")),
+        "uploads_files": files,
+        "uploads_bytes": total,
+        "uploads": {},
+    }
+    return Dataset(spec, folder, cluster, info)
 
 
 def _pg_major(cluster: LocalCluster) -> str:

@@ -35,6 +35,9 @@ make bench                                     # small and large, 3 runs each, m
                                                # bench/results/*quick* (git-ignored), not here
 ```
 
+Your own data instead of the generated: `--database-url postgresql://... --uploads DIR`
+(copied into the throwaway cluster first, untimed; the originals are only read).
+
 Options: `--size small|large|both`, `--runs N`, `--seed N`, `--out docs/BENCHMARKS.md`,
 `--results-dir bench/results`, `--data-dir /tmp/nexus-bench-data`, `--skip-modules` (do not run
 `bench.api_scale` / `bench.cloud`), `--render-only` (rewrite this page from the results JSON),
@@ -279,6 +282,14 @@ def _table(result: Mapping[str, Any]) -> list[str]:
 
 def _dataset(info: Mapping[str, Any]) -> list[str]:
     rows = info["rows"]
+    if info.get("generator") == "external":
+        tables = ", ".join(f"{name} {count:,}" for name, count in rows.items())
+        return [
+            f"- Database (given with --database-url): {_mb(info['db_bytes'])} MB on disk; "
+            f"rows: {tables}.",
+            f"- Uploads (given with --uploads): {info['uploads_files']:,} files, "
+            f"{_mb(info['uploads_bytes'])} MB.",
+        ]
     table_bytes = info.get("table_bytes", {})
     tables = ", ".join(
         f"{name} {count:,} ({_mb(table_bytes.get(name))} MB)"
@@ -392,7 +403,7 @@ def render(
         lines += ["## Machine", ""]
         lines += [f"- {key}: {value}" for key, value in machine.items()]
         lines.append("")
-    order = [s for s in ("quick", "small", "large") if s in results]
+    order = [s for s in ("quick", "small", "large", "external") if s in results]
     for size in order:
         lines += _section(results[size], results)
     for name, (data, error) in modules.items():
