@@ -31,6 +31,7 @@ ZSTD_MAX_BLOCK = 128 * 1024  # Block_Maximum_Size: no block holds or yields more
 ZSTD_MAX_WINDOW = 1 << 25  # 32 MiB: what zstd levels 1-20 use; --long and -21/-22 need more
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
+ZSTD_JOB = 4 * 1024 * 1024  # input per zstd worker job: bounds its buffers (default 4x window)
 GZIP_BLOCK = 4 * 1024 * 1024  # input per gzip member: the window restarts 1 time in 128
 LEVELS = {Compression.gzip: range(1, 10), Compression.zstd: range(1, 20)}
 
@@ -182,9 +183,13 @@ class ParallelGzipWriter(io.RawIOBase):
 def compressor(target: BinaryIO, codec: Codec) -> BinaryIO:
     """A writer that compresses into `target`; closing it finishes the stream, not `target`."""
     if codec.compression is Compression.zstd:
-        compressor = zstandard.ZstdCompressor(
-            level=codec.effective_level, threads=workers(), write_checksum=True
+        params = zstandard.ZstdCompressionParameters.from_level(
+            codec.effective_level,
+            threads=workers(),
+            job_size=ZSTD_JOB,
+            write_checksum=True,
         )
+        compressor = zstandard.ZstdCompressor(compression_params=params)
         writer = compressor.stream_writer(target, closefd=False)
         return cast(BinaryIO, writer)
     return cast(BinaryIO, ParallelGzipWriter(target, codec.effective_level))

@@ -4,6 +4,7 @@ checksum, the upload count, a member unlisted or missing) is refused, saying whi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,41 @@ def test_a_member_listed_in_the_manifest_but_missing_is_refused(tmp_path: Path) 
         ArchiveError, match=r"'uploads/ghost\.txt' is listed in the manifest but miss"
     ):
         read_archive(built.path, expected_sha256=built.sha256)
+
+
+def test_the_manifest_text_is_the_models_json_entry_by_entry() -> None:
+    # to_json writes entries one at a time; the text must say exactly what the model holds.
+    odd = "uploads/caf\u00e9/\udcff-raw"  # a non-UTF-8 byte kept as a surrogate escape
+    manifest = fmt.Manifest(
+        name="n",
+        type="manual",
+        created_at="2026-12-03T10:00:00Z",
+        completed_at="2026-12-03T10:00:05Z",
+        app_version=None,
+        schema_version="abc",
+        tool=fmt.ToolInfo(name="nexus-backup", version="1"),
+        postgres=fmt.PostgresInfo(server_version="15", pg_dump_version="15", database="d"),
+        database=fmt.DatabaseInfo(
+            path="database.sql",
+            size=3,
+            sha256="0" * 64,
+            table_count=1,
+            record_count=2,
+            tables={"public.t": 2},
+        ),
+        uploads=fmt.UploadsInfo(file_count=2, total_bytes=9, skipped=["x"]),
+        files=[
+            fmt.FileEntry(
+                path=odd, size=4, sha256="a" * 64, mode=0o640, mtime=1.5, mtime_ns=1_500_000_000
+            ),
+            fmt.FileEntry(path="uploads/b", size=5, sha256="b" * 64, mode=0o600, mtime=-0.25),
+        ],
+        directories=[fmt.DirectoryEntry(path="uploads/caf\u00e9", mode=0o755, mtime=2.0)],
+    )
+    text = manifest.to_json()
+    text.decode("ascii")  # ASCII only
+    assert text.endswith(b"}\n")
+    assert json.loads(text) == manifest.model_dump(mode="json", by_alias=True)
+    assert fmt.validate_manifest(json.loads(text)) == manifest
+    empty = manifest.model_copy(update={"files": [], "directories": []})
+    assert json.loads(empty.to_json())["files"] == []
