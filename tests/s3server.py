@@ -415,13 +415,13 @@ class _Handler(BaseHTTPRequestHandler):
             f"<Error><Code>{code}</Code><Message>{message}</Message>"
             "<RequestId>proxy</RequestId></Error>"
         ).encode()
+        seen.status = status  # before sending: a client may act on it before this thread goes on
         self.send_response_only(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
-        seen.status = status
 
     def _forward(self, seen: Seen, body: bytes, rule: Rule | None = None) -> None:
         host, port = self.server.upstream
@@ -444,6 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
             answer = Answer(response.status, response.reason, headers, payload)
             if rule is not None and rule.edit is not None:
                 rule.edit(answer)
+            seen.status = answer.status  # before sending (see _answer)
             self.send_response_only(answer.status, answer.reason)
             for name, value in answer.headers:
                 self.send_header(name, value)
@@ -452,7 +453,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if answer.body and self.command != "HEAD":
                 self.wfile.write(answer.body)
-            seen.status = answer.status
         finally:
             upstream.close()
 

@@ -108,8 +108,6 @@ def reason(error: BaseException) -> str:
     """What a failed backup's record says."""
     if isinstance(error, AppError):
         return error.detail
-    if isinstance(error, asyncio.CancelledError) and error.args and error.args[0]:
-        return str(error.args[0])  # the canceller said why
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
         return "cancelled"
     if isinstance(error, OSError):

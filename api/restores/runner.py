@@ -1,11 +1,10 @@
 """The one place a restore runs.
 
-1. Verify the whole archive while staging it beside the uploads folder (nothing live touched),
-   and meanwhile take a `pre_restore` backup of the live state (both read, neither changes
-   anything; the restore goes on only if both succeed: a failed verification cancels the
-   safety backup, a failed safety backup stops the verification).
+1. Verify the whole archive while staging it beside the uploads folder (nothing live touched).
 2. Refuse a newer app version's archive unless forced.
-3. Check that the `pre_restore` backup completed, verified.
+3. Take and verify a `pre_restore` backup of the live state (zstd level 1: it is written fast,
+   `streams.SAFETY_CODEC`). Only then: nothing, not even a safety backup, happens for an
+   archive that fails its checks.
 4. psql loads database.sql inside one transaction (after dropping everything but the catalog).
 5. Swap the staged uploads tree in (renameat2 exchange), commit, then drop the old tree.
    If the commit fails, the old tree is swapped back: all or nothing.
@@ -21,7 +20,6 @@ import logging
 import os
 import shlex
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -210,25 +208,6 @@ class Outcome:
     command_error: str | None = None
 
 
-_REFUSED = "cancelled: the restore it was taken for stopped (its archive was refused)"
-
-
-class _Stopped(Exception):
-    """Raised inside the verification to stop it (the safety backup failed)."""
-
-
-def _completed(job: asyncio.Future[SystemBackup]) -> bool:
-    return not job.cancelled() and job.exception() is None and job.result().status == "completed"
-
-
-def _safety_failed(safety: SystemBackup) -> AppError:
-    return AppError(
-        f"the pre_restore safety backup failed ({safety.error_message}); nothing was "
-        "changed. Fix that first; if the live database is beyond saving, recreate it "
-        "empty (createdb) and restore again"
-    )
-
-
 def unexpected(error: BaseException) -> str:
     """What a restore's record says of an error that is not an AppError."""
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
@@ -277,60 +256,35 @@ async def execute(
             "UPLOADS_DIR to a folder inside it"
         )
     staging = Staging(swapper.staging_root(uploads_dir, restore_id))
-    stop = threading.Event()
-
-    def advance(amount: int) -> None:
-        if stop.is_set():
-            raise _Stopped()
-        tracker.advance(amount)
-
-    verifying = asyncio.ensure_future(
-        asyncio.to_thread(
+    try:
+        verified = await asyncio.to_thread(
             read_archive,
             target.path,
             expected_sha256=target.expected_sha256,
             checksum_source=target.source,
             stage=staging,
-            on_progress=advance,
+            on_progress=tracker.advance,
         )
-    )
-    safety_job = asyncio.ensure_future(
-        steps.safety_backup(f"automatic safety backup before restoring {target.path.name}")
-    )
-    try:
-        try:
-            await asyncio.wait({verifying, safety_job}, return_when=asyncio.FIRST_COMPLETED)
-            if safety_job.done() and not _completed(safety_job):
-                stop.set()  # no point verifying further: the restore cannot go on
-            verified = await verifying
-        except BaseException as error:
-            stop.set()  # the thread stops at its next block, before staging is removed
-            safety_job.cancel(_REFUSED)
-            await asyncio.wait({verifying, safety_job})
-            if isinstance(error, _Stopped):
-                await safety_job  # raises the safety backup's own error, if it raised
-                raise _safety_failed(safety_job.result()) from None
-            raise
-        try:
-            refusal = check_version(verified.app_version, settings.app_version, request.force)
-            if refusal:
-                raise Conflict(refusal)
-            await asyncio.to_thread(staging.apply_metadata, verified)
-            if DATABASE_NAME not in verified.members:
-                raise ArchiveError("the archive has no database.sql")
-            if not (staging.uploads).exists():
-                staging.uploads.mkdir(mode=0o755)
-        except BaseException:
-            safety_job.cancel(_REFUSED)
-            await asyncio.gather(safety_job, return_exceptions=True)
-            raise
+        refusal = check_version(verified.app_version, settings.app_version, request.force)
+        if refusal:
+            raise Conflict(refusal)
+        await asyncio.to_thread(staging.apply_metadata, verified)
+        if DATABASE_NAME not in verified.members:
+            raise ArchiveError("the archive has no database.sql")
+        if not (staging.uploads).exists():
+            staging.uploads.mkdir(mode=0o755)
 
-        if not safety_job.done():
-            await steps.phase("safety backup")
-            tracker.phase("taking the pre_restore safety backup", None)
-        safety = await safety_job
+        await steps.phase("safety backup")
+        tracker.phase("taking the pre_restore safety backup", None)
+        safety = await steps.safety_backup(
+            f"automatic safety backup before restoring {target.path.name}"
+        )
         if safety.status != "completed":
-            raise _safety_failed(safety)
+            raise AppError(
+                f"the pre_restore safety backup failed ({safety.error_message}); nothing was "
+                "changed. Fix that first; if the live database is beyond saving, recreate it "
+                "empty (createdb) and restore again"
+            )
 
         await steps.phase("restoring")
         tracker.phase("restoring database and uploads", None)

@@ -350,7 +350,10 @@ async def test_an_object_replaced_during_a_download_is_refused(
         await s3.get("obj", Target())
     later = [r for r in server.requests if r.method == "GET" and r.headers.get("if-match")]
     assert later, "later ranges must be conditional on the first range's ETag"
-    assert all(r.status == 412 for r in later)
+    # Ranges still in flight when the first 412 stopped the download may have no answer yet.
+    answered = [r.status for r in later if r.status is not None]
+    assert answered, "no later range was answered"
+    assert set(answered) == {412}, answered
 
 
 async def test_a_range_without_content_range_is_refused(server: S3Server, s3: S3Storage) -> None:
