@@ -31,7 +31,7 @@ ZSTD_MAX_BLOCK = 128 * 1024  # Block_Maximum_Size: no block holds or yields more
 ZSTD_MAX_WINDOW = 1 << 25  # 32 MiB: what zstd levels 1-20 use; --long and -21/-22 need more
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
-ZSTD_JOB = 4 * 1024 * 1024  # input per zstd worker job: bounds its buffers (default 4x window)
+ZSTD_JOB = 2 * 1024 * 1024  # input per zstd worker job: bounds its buffers (default 4x window)
 GZIP_BLOCK = 4 * 1024 * 1024  # input per gzip member: the window restarts 1 time in 128
 LEVELS = {Compression.gzip: range(1, 10), Compression.zstd: range(1, 20)}
 

@@ -113,6 +113,7 @@ class ArchiveWriter:
         info = self._info(name, tarfile.REGTYPE, size, mode, mtime_ns)
         try:
             self._tar.addfile(info, cast(BinaryIO, reader))
+            self._tar.members.clear()  # type: ignore[attr-defined]  # it keeps every header: ~2 KB each
         except OSError as error:
             if "unexpected end of data" in str(error):
                 raise OSError(
@@ -125,9 +126,11 @@ class ArchiveWriter:
         self._tar.addfile(
             self._info(name, tarfile.REGTYPE, len(data), mode, mtime_ns), io.BytesIO(data)
         )
+        self._tar.members.clear()  # type: ignore[attr-defined]
 
     def add_directory(self, name: str, mode: int, mtime_ns: int) -> None:
         self._tar.addfile(self._info(name, tarfile.DIRTYPE, 0, mode, mtime_ns))
+        self._tar.members.clear()  # type: ignore[attr-defined]
 
     def commit(self) -> tuple[str, int]:
         """Finish, fsync and publish the archive and its sidecar; return (sha256, size)."""
