@@ -11,7 +11,7 @@ proxy in front of it.
     server.wait_until_held(count=2)                        # block until 2 requests are held
     server.rewrite("GET", drop_request_headers=("Range",))  # forward the request changed
     server.rewrite("HEAD", edit=lambda answer: ...)        # change moto's answer on its way back
-    server.advance_clock(seconds)  # the proxy judges presigned URLs this much later
+    server.advance_clock(seconds)  # the proxy judges presigned URLs this long after signing
     server.part_sizes()    # {part number: bytes} of the parts moto accepted, via the proxy
     server.reset()         # forget rules, release held requests
     server.stop()
@@ -29,12 +29,10 @@ import logging
 import socket
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -258,7 +256,7 @@ class S3Server:
             return state.changed.wait_for(lambda: state.held >= count, timeout)
 
     def advance_clock(self, seconds: float) -> None:
-        """Judge presigned URLs' expiry as if `seconds` more had passed (until reset())."""
+        """Judge presigned URLs' expiry `seconds` later than their signing (until reset())."""
         with self._state.lock:
             self._state.clock_offset += seconds
 
@@ -399,10 +397,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
             return
-        # botocore signs presigned URLs with the real clock, so expiry is judged on the real
-        # clock too; a test makes a link expire by advancing the offset (advance_clock), never
-        # by waiting, so no outcome depends on when the test runs.
-        if _presign_expired(url.query, time.time() + self.server.state.clock_offset):
+        # The proxy's clock stands at the moment a link was signed, plus the offset a test
+        # advanced it by (advance_clock): no outcome depends on when or how fast a test runs.
+        if _presign_expired(url.query, self.server.state.clock_offset):
             self._answer(seen, 403, "AccessDenied", "Request has expired")
             return
         self._forward(seen, body)
@@ -457,9 +454,9 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.close()
 
 
-def _presign_expired(query: str, now: float) -> bool:
+def _presign_expired(query: str, since_signed: float) -> bool:
+    """Whether a presigned URL has expired `since_signed` seconds after it was signed."""
     params = parse_qs(query)
     if "X-Amz-Expires" not in params or "X-Amz-Date" not in params:
         return False
-    signed = datetime.strptime(params["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return now > signed.timestamp() + int(params["X-Amz-Expires"][0])
+    return since_signed > int(params["X-Amz-Expires"][0])

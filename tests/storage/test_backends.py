@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import parse_qs, urlsplit
@@ -66,20 +66,6 @@ async def get_bytes(storage: Storage, key: str) -> bytes:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3server() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def server(s3server: S3Server) -> Iterator[S3Server]:
-    s3server.reset()
-    s3server.clear_log()
-    yield s3server
-    s3server.reset()
 
 
 def make_s3(server: S3Server, bucket: str | None = None, **options: object) -> S3Storage:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -59,7 +59,8 @@ async def test_a_cloud_outage_never_fails_the_backup_and_the_sync_is_retried(
     assert body["syncStatus"] == "pending"
     assert body["syncError"]
     assert body["syncAttempts"] == 1
-    assert datetime.fromisoformat(body["nextSyncAt"]) > datetime.now(UTC)
+    retry_at = datetime.fromisoformat(body["nextSyncAt"])
+    assert retry_at > datetime.fromisoformat(body["completedAt"])
     assert Path(body["filePath"]).is_file()
     assert await s3.raw_keys(bucket) == []
     assert await s3.pending_uploads(bucket) == []
@@ -68,7 +69,8 @@ async def test_a_cloud_outage_never_fails_the_backup_and_the_sync_is_retried(
     assert status["lastSyncError"]
 
     s3.reset()
-    synced = await sync_due(capi.operations, datetime.now(UTC) + timedelta(hours=2))
+    assert await sync_due(capi.operations, retry_at - timedelta(seconds=1)) == []  # not yet
+    synced = await sync_due(capi.operations, retry_at)
     assert synced == [body["id"]]
     after = (await capi.client.get(f"/backups/{body['id']}", headers=headers)).json()
     assert after["isCloudSynced"] is True

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,6 @@ from tests.s3server import Answer, S3Server
 from tests.storage.test_backends import PART, get_bytes, make_s3, payload, source
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3server() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def server(s3server: S3Server) -> Iterator[S3Server]:
-    s3server.reset()
-    s3server.clear_log()
-    yield s3server
-    s3server.reset()
 
 
 @pytest.fixture
