@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -25,6 +25,11 @@ def _storable(value: Any) -> Any:
             _storable(key)
             _storable(item)
     return value
+
+
+# For text taken from a query string, which no Schema validates: `Annotated[str, Query(...),
+# Storable]` refuses what PostgreSQL cannot store with 422, as a body's fields are.
+Storable = AfterValidator(_storable)
 
 
 class Schema(BaseModel):

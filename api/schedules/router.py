@@ -11,7 +11,7 @@ from api.deps import AdminDep, ServicesDep, SessionDep, caller, require_destroye
 from api.schedules import cron, service
 from api.schedules.models import BackupSchedule
 from api.schedules.schemas import ScheduleCreate, ScheduleOut, SchedulePreview, ScheduleUpdate
-from api.schemas import errors
+from api.schemas import Storable, errors
 
 RETENTION = "set a schedule's retention (it deletes backups)"
 
@@ -43,8 +43,8 @@ async def list_schedules(session: SessionDep, _: AdminDep) -> list[ScheduleOut]:
 )
 async def preview(
     _: AdminDep,
-    cron_expression: Annotated[str, Query(alias="cron", min_length=1, max_length=200)],
-    timezone: Annotated[str, Query(min_length=1, max_length=64)] = "UTC",
+    cron_expression: Annotated[str, Query(alias="cron", min_length=1, max_length=200), Storable],
+    timezone: Annotated[str, Query(min_length=1, max_length=64), Storable] = "UTC",
 ) -> SchedulePreview:
     """The next 5 run times of a cron expression in a timezone, and what it means in words."""
     expression, zone = service.checked(cron_expression, timezone)
