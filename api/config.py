@@ -20,6 +20,23 @@ class Compression(StrEnum):
     zstd = "zstd"
 
 
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class LogFormat(StrEnum):
+    auto = "auto"  # json in production, text in development
+    json = "json"
+    text = "text"
+
+
+class SmtpSecurity(StrEnum):
+    starttls = "starttls"
+    tls = "tls"
+    none = "none"
+
+
 def _check_postgres_url(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
@@ -81,6 +98,24 @@ class Settings(BaseSettings):
     backup_s3_prefix: str = ""
     backup_s3_part_size_mb: int = Field(default=16, ge=5, le=512)
     scheduler_tick_seconds: float = Field(default=60, gt=0, le=3600)
+    # NEXUS_ENV=production: startup refuses default/short secrets, an unreachable database, an
+    # unwritable BACKUP_DIR and a pg_dump older than the server; logs are JSON.
+    nexus_env: Environment = Environment.development
+    log_format: LogFormat = LogFormat.auto
+    # SIGTERM: how long running operations get to stop (pg_dump killed, partials removed).
+    shutdown_timeout_seconds: float = Field(default=25, gt=0, le=600)
+    # Notifications (failed backup, sync, restore, drill; success when NOTIFY_ON_SUCCESS).
+    notify_webhook_url: SecretStr | None = None
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = Field(default=587, ge=1, le=65535)
+    notify_smtp_security: SmtpSecurity = SmtpSecurity.starttls
+    notify_smtp_username: str | None = None
+    notify_smtp_password: SecretStr | None = None
+    notify_email_from: str | None = None
+    notify_email_to: str = ""  # comma-separated addresses
+    notify_on_success: bool = False
+    # Alert when no backup has completed for this many hours (unset: no such alert).
+    alert_no_backup_hours: int | None = Field(default=None, ge=1, le=24 * 366)
 
     @field_validator("database_url", "catalog_database_url")
     @classmethod
@@ -134,6 +169,10 @@ class Settings(BaseSettings):
                 "`openssl rand -hex 32`"
             )
 
+    @property
+    def production(self) -> bool:
+        return self.nexus_env is Environment.production
+
     @field_validator("backup_s3_endpoint", "backup_s3_bucket")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
@@ -155,7 +194,13 @@ class Settings(BaseSettings):
             and self.backup_s3_secret_access_key
         )
 
-    @field_validator("app_version", "post_restore_command")
+    @field_validator(
+        "app_version",
+        "post_restore_command",
+        "notify_smtp_host",
+        "notify_smtp_username",
+        "notify_email_from",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
