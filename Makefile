@@ -27,9 +27,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 install: $(VENV)/.installed ## Create .venv with the locked dependencies
 
 .PHONY: lock
-lock: | $(UV) ## Re-lock requirements.lock from pyproject.toml
+lock: | $(UV) ## Re-lock requirements.lock (dev) and requirements.prod.lock (the image) from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--quiet -o requirements.lock
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		-c requirements.lock --quiet -o requirements.prod.lock
 
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
@@ -63,6 +65,8 @@ test: install web ## Run lint, types, the web checks and every test (e2e in Chro
 	$(BIN)/ruff check api nexus_dev migrations tests bench
 	$(BIN)/ruff format --check api nexus_dev migrations tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile.prod
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.prod.yml
 	$(MAKE) check-api-types
 	cd web && npm test
 	$(BIN)/pytest -n 2 --dist worksteal
@@ -72,10 +76,12 @@ bench: install ## Benchmarks: both dataset sizes, 3 runs, medians -> docs/BENCHM
 	$(BIN)/python -m bench --size both --runs 3
 
 .PHONY: lint
-lint: install ## ruff and mypy --strict
+lint: install ## ruff, mypy --strict, hadolint and the compose schema
 	$(BIN)/ruff check api nexus_dev migrations tests bench
 	$(BIN)/ruff format --check api nexus_dev migrations tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile.prod
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.prod.yml
 
 .PHONY: format
 format: install ## Format the code
