@@ -3,6 +3,7 @@
 # secrets' *_FILE variants, refuses root, defaults NEXUS_ENV to production, then execs:
 #   (nothing) | serve [OPTIONS]   nexus-backup serve on 0.0.0.0:${PORT:-8000}: API, page, scheduler
 #   sh | bash [ARGS]              a shell
+#   nexus-backup ARGS             the same as ARGS alone
 #   anything else                 nexus-backup ARGS, e.g. `backup nightly`, `restore NAME --yes`
 # exec keeps the process's PID, so the signal reaches the server itself, not this shell.
 set -eu
@@ -52,7 +53,7 @@ case "$1" in
     shift
     exec nexus-backup serve --host 0.0.0.0 --port "${PORT:-8000}" "$@"
     ;;
-  sh | bash)
+  sh | bash | nexus-backup)
     exec "$@"
     ;;
   *)

@@ -126,6 +126,12 @@ def test_other_commands_pass_through_to_nexus_backup(stubs: Stubs, args: list[st
     assert result.call["env"]["NEXUS_ENV"] == "production"
 
 
+def test_the_program_name_may_be_given(stubs: Stubs) -> None:
+    result = stubs.run("nexus-backup", "backup", "nightly")
+    assert result.call is not None
+    assert result.call["argv"] == ["backup", "nightly"]
+
+
 def test_the_command_exit_status_is_the_entrypoint_s(stubs: Stubs) -> None:
     stub = stubs.bin / "nexus-backup"
     stub.write_text("#!/bin/sh\necho 'nexus-backup: error: refused' >&2\nexit 3\n")
