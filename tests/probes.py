@@ -1,0 +1,37 @@
+"""Shared by the startup, health and metrics tests: a read-only folder and an "old" pg_dump."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def readonly_mount() -> Iterator[Path]:
+    """A read-only tmpfs mounted on a fresh folder, unmounted afterwards. As root, chmod does not
+    stop writes; a read-only file system does (EROFS), as a full or read-only volume would."""
+    folder = Path(tempfile.mkdtemp(prefix="nexus-test-ro-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+OLD_PG_DUMP = "pg_dump (PostgreSQL) 9.6.24"
+
+
+def old_pg_bin(folder: Path) -> Path:
+    """A PG_BIN_DIR whose `pg_dump --version` reports PostgreSQL 9.6, older than any server the
+    tests start. The script stands in for an old client ONLY for the version probe (installing a
+    real 9.6 client is not possible here); nothing ever dumps with it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "pg_dump"
+    script.write_text(f'#!/bin/sh\necho "{OLD_PG_DUMP}"\n')
+    script.chmod(0o755)
+    return folder
