@@ -55,8 +55,9 @@ class CatalogSnapshot:
 
 
 async def read_catalog(session: AsyncSession) -> CatalogSnapshot:
-    """Four aggregate queries over the visible (not deleted) backups, the schedules and the
-    restores."""
+    """One pass over the visible (not deleted) backups, grouped by status, type and schedule (a
+    few dozen groups whatever the number of backups), folded here; the schedules' names; the
+    newest completed backup through the listing's index; the restores."""
     b = SystemBackup
     visible = b.deleted_at.is_(None)
     completed = b.status == BackupStatus.completed.value
@@ -65,6 +66,7 @@ async def read_catalog(session: AsyncSession) -> CatalogSnapshot:
         select(
             b.status,
             b.type,
+            b.schedule_id,
             func.count(),
             func.max(b.completed_at).filter(completed),
             func.coalesce(func.sum(b.file_size).filter(completed, b.file_path.is_not(None)), 0),
@@ -74,23 +76,28 @@ async def read_catalog(session: AsyncSession) -> CatalogSnapshot:
             ),
         )
         .where(visible)
-        .group_by(b.status, b.type)
+        .group_by(b.status, b.type, b.schedule_id)
     )
-    for status, kind, count, last, local, cloud, backlog in groups:
-        snapshot.backups[(status, kind)] = int(count)
-        if last is not None and (snapshot.last_success is None or last > snapshot.last_success):
-            snapshot.last_success = last
+    by_schedule: dict[str, datetime] = {}
+    for status, kind, schedule_id, count, last, local, cloud, backlog in groups:
+        snapshot.backups[(status, kind)] = snapshot.backups.get((status, kind), 0) + int(count)
+        if last is not None:
+            if snapshot.last_success is None or last > snapshot.last_success:
+                snapshot.last_success = last
+            if schedule_id is not None and (
+                schedule_id not in by_schedule or last > by_schedule[schedule_id]
+            ):
+                by_schedule[schedule_id] = last
         snapshot.local_bytes += int(local or 0)
         snapshot.cloud_bytes += int(cloud or 0)
         snapshot.sync_backlog += int(backlog)
-    schedules = await session.execute(
-        select(BackupSchedule.id, BackupSchedule.name, func.max(b.completed_at))
-        .join(b, b.schedule_id == BackupSchedule.id)
-        .where(visible, completed, b.completed_at.is_not(None))
-        .group_by(BackupSchedule.id, BackupSchedule.name)
-        .order_by(BackupSchedule.name, BackupSchedule.id)
-    )
-    snapshot.schedule_success = [(i, name, when) for i, name, when in schedules if when]
+    if by_schedule:
+        names = await session.execute(
+            select(BackupSchedule.id, BackupSchedule.name)
+            .where(BackupSchedule.id.in_(by_schedule))
+            .order_by(BackupSchedule.name, BackupSchedule.id)
+        )
+        snapshot.schedule_success = [(i, name, by_schedule[i]) for i, name in names]
     # The newest completed backup, through the (status, created_at) index of the listing.
     latest = (
         await session.execute(
