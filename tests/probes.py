@@ -1,13 +1,22 @@
-"""Shared by the startup, health and metrics tests: a read-only folder and an "old" pg_dump."""
+"""Shared by the startup, health and metrics tests: a read-only folder, an "old" pg_dump, and the
+app served with a clock the test moves."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from api.main import create_app
+from tests.auth.helpers import JWT_SECRET, NOW
+from tests.conftest import Api, App
 
 
 @contextmanager
@@ -35,3 +44,27 @@ def old_pg_bin(folder: Path) -> Path:
     script.write_text(f'#!/bin/sh\necho "{OLD_PG_DUMP}"\n')
     script.chmod(0o755)
     return folder
+
+
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@asynccontextmanager
+async def serving(app: App, clock: Clock | None = None, **settings: object) -> AsyncIterator[Api]:
+    """The app with these settings, its clock at NOW (GK-Nexus JWTs signed with JWT_SECRET are
+    accepted: they need no catalog)."""
+    fastapi = create_app(
+        app.settings(scheduler_enabled=False, nexus_jwt_secret=JWT_SECRET, **settings),
+        clock=clock or Clock(),
+    )
+    async with LifespanManager(fastapi) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(app, client, fastapi.state.services, fastapi)

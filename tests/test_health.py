@@ -6,46 +6,18 @@ by the app's clock."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from api.health import READY_TTL_SECONDS
-from api.main import create_app
-from tests.auth.helpers import JWT_SECRET, NOW, bearer, make_jwt
+from tests.auth.helpers import bearer, make_jwt
 from tests.conftest import Api, App, cloud_settings
-from tests.probes import old_pg_bin, readonly_mount
+from tests.probes import Clock, old_pg_bin, readonly_mount, serving
 from tests.s3server import S3Server
-
-
-class Clock:
-    """The app's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@asynccontextmanager
-async def serving(app: App, clock: Clock | None = None, **settings: object) -> AsyncIterator[Api]:
-    """The app with these settings, its clock at NOW (GK-Nexus JWTs signed with JWT_SECRET are
-    accepted: they need no catalog)."""
-    fastapi = create_app(
-        app.settings(scheduler_enabled=False, nexus_jwt_secret=JWT_SECRET, **settings),
-        clock=clock or Clock(),
-    )
-    async with LifespanManager(fastapi) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(app, client, fastapi.state.services, fastapi)
 
 
 @pytest.fixture

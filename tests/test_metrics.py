@@ -15,8 +15,8 @@ from api.metrics import CatalogSnapshot, render
 from api.scheduler import Scheduler, next_due, tick
 from tests.auth.helpers import NOW, assert_error
 from tests.conftest import Api, App
+from tests.probes import Clock, serving
 from tests.s3server import S3Server
-from tests.test_health import Clock, serving
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

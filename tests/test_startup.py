@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api import startup
@@ -313,8 +314,6 @@ def test_serve_refuses_an_older_pg_dump_in_production(app: App, tmp_path: Path) 
 
 def test_serve_in_production_starts_with_good_settings(app: App, tmp_path: Path) -> None:
     with run_server(app, tmp_path / "serve.log", NEXUS_ENV="production") as server:
-        import httpx
-
         ready = httpx.get(f"{server.base}/health/ready", timeout=30)
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "ok"}
