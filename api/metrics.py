@@ -226,7 +226,7 @@ router = APIRouter(tags=["metrics"])
         **errors(401, 403, 503),
     },
 )
-async def metrics(request: Request, session: SessionDep, _: AdminDep) -> Response:
+async def metrics(request: Request, _: AdminDep, session: SessionDep) -> Response:
     """Prometheus metrics (backups by status and type, last success per schedule, durations,
     bytes, sync backlog, restores, scheduler lag, process). Needs a Bearer API token of an admin
     role: Prometheus sends it with `authorization: {credentials_file: ...}`."""
