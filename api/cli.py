@@ -429,6 +429,12 @@ def serve(host: str, port: int) -> None:
     settings = get_settings()
     settings.require_database_url()
     settings.check_serving()
+    if settings.production:
+        # Default secrets, an unreachable database, an unwritable BACKUP_DIR, an old pg_dump:
+        # one line naming the fix, before anything starts (api/startup.py).
+        from api import startup
+
+        _run(startup.check_production(settings))
 
     async def reachable() -> None:
         # The catalog is opened (and migrated) here first, so an unreachable one is one line
@@ -443,6 +449,28 @@ def serve(host: str, port: int) -> None:
     server.run()
     if not server.started:
         _fail(f"the server did not start on {host}:{port}: the log above says why", 3)
+
+
+@main.command()
+def check() -> None:
+    """Check the settings as production startup does (secrets, catalog and app database,
+    BACKUP_DIR, pg_dump against the server) and print each result; exit 1 on a problem. The
+    bucket, when configured, is asked too: an outage there is a warning, not a problem (local
+    backups go on; the sync is retried). Changes nothing (the catalog is not migrated)."""
+    from api import startup
+
+    settings = get_settings()
+    results = _run(startup.run_checks(settings, storage=True))
+    for result in results:
+        outcome = {True: "ok", False: "problem" if result.fatal else "warning", None: "skipped"}
+        click.echo(f"{outcome[result.ok]:<8} {result.name:<10} {result.detail}")
+    problems = sum(result.ok is False and result.fatal for result in results)
+    if problems:
+        _fail(f"{problems} problem{'s' if problems > 1 else ''} found (see above)")
+    if not settings.production:
+        click.echo("all checks passed (NEXUS_ENV=development: serve does not enforce them)")
+    else:
+        click.echo("all checks passed")
 
 
 @main.command()

@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
-from sqlalchemy import text
+from fastapi import FastAPI, Response
+from fastapi.responses import FileResponse, RedirectResponse
 
 from api import __version__, errors
 from api.audit.router import router as audit_router
@@ -18,12 +17,15 @@ from api.auth.router import router as auth_router
 from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import error_response as _error
+from api.health import Readiness
+from api.health import router as health_router
+from api.metrics import router as metrics_router
 from api.middleware import AccessLog, BodyLimit, SecurityHeaders
 from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
 from api.schedules.router import router as schedules_router
-from api.services import Services, open_services
+from api.services import open_services
 from api.storage.router import router as storage_router
 
 log = logging.getLogger("nexus_backup.http")
@@ -51,6 +53,7 @@ def create_app(
         app.state.services = services
         app.state.operations = operations
         scheduler = Scheduler(operations)
+        app.state.scheduler = scheduler  # its lag is a metric
         if services.settings.scheduler_enabled:
             scheduler.start()
         try:
@@ -66,12 +69,14 @@ def create_app(
         lifespan=lifespan,
         description=(
             "Backups of the GK-Nexus database and uploads as one verified archive. Every route "
-            "but /health needs `Authorization: Bearer <token>` (nexus-backup tokens create) or "
-            "the session cookie of POST /auth/login (with X-CSRF-Token on changes). Errors are "
+            "but /health, /health/live and /health/ready needs `Authorization: Bearer <token>` "
+            "(nexus-backup tokens create) or the session cookie of POST /auth/login (with "
+            "X-CSRF-Token on changes). Errors are "
             '`{"error": "<Kind>", "detail": "<what and how to fix>"}`.'
         ),
     )
     app.state.clock = clock
+    app.state.readiness = Readiness()
     # Added last = outermost: the headers also go on the 413s of the length check.
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, timeout=settings.http_body_timeout_seconds
@@ -81,22 +86,8 @@ def create_app(
 
     errors.install(app, max_body_bytes=settings.max_body_bytes)
 
-    @app.get(
-        "/health",
-        operation_id="health",
-        tags=["health"],
-        responses={503: {"description": "The catalog database is unreachable"}},
-    )
-    async def health(request: Request) -> JSONResponse:
-        """Liveness and readiness; no authentication, no detail."""
-        services: Services = request.app.state.services
-        try:
-            async with services.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
+    app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(auth_router)
     app.include_router(backups_router)
     app.include_router(restores_router)

@@ -9,6 +9,7 @@ or restore is left due and retried at the next tick: not lost, not counted as a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -64,16 +65,37 @@ async def sync_due(operations: Operations, at: datetime) -> list[str]:
     return synced
 
 
-class Scheduler:
-    """The in-process ticker, started and stopped by the app's lifespan."""
+def next_due(due: datetime, every: timedelta, after: datetime) -> datetime:
+    """The first instant of the grid `due + k * every` (k >= 1) later than `after`."""
+    steps = max(1, (after - due) // every + 1)
+    return due + steps * every
 
-    def __init__(self, operations: Operations) -> None:
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    """The in-process ticker, started and stopped by the app's lifespan.
+
+    `lag_seconds` is how late the last tick started after its due time (a tick that runs a long
+    backup delays the next one); `due_at` is when the next tick is due. GET /metrics reports
+    them as nexus_scheduler_lag_seconds."""
+
+    def __init__(self, operations: Operations, clock: Callable[[], datetime] = _utc_now) -> None:
         self._operations = operations
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._clock = clock
+        self.lag_seconds: float | None = None
+        self.due_at: datetime | None = None
+
+    @property
+    def every(self) -> timedelta:
+        return timedelta(seconds=self._operations.services.settings.scheduler_tick_seconds)
 
     def start(self) -> None:
         seconds = self._operations.services.settings.scheduler_tick_seconds
-        now = datetime.now(UTC)
+        now = self._clock()
         first = now
         if seconds % 60 == 0:  # on the minute
             first = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -85,9 +107,14 @@ class Scheduler:
             coalesce=True,
             misfire_grace_time=None,
         )
+        self.due_at = first
         self._scheduler.start()
 
     async def _tick(self) -> None:
+        now = self._clock()
+        if self.due_at is not None:
+            self.lag_seconds = max(0.0, (now - self.due_at).total_seconds())
+            self.due_at = next_due(self.due_at, self.every, now)
         try:
             await tick(self._operations)
         except Exception:

@@ -47,7 +47,7 @@ from tests.conftest import Api, App, serve, tree_state
 
 # Operations that need no credentials: liveness, logging in, and the signed archive link
 # (its signature is the credential).
-UNPROTECTED = {"health", "auth_login", "backup_file"}
+UNPROTECTED = {"health", "health_live", "health_ready", "auth_login", "backup_file"}
 BACKUP_OPERATIONS = {
     "backup_list",
     "backup_getById",
