@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import SecretStr
 
 from api.config import Environment, Settings
 from tests.deploy.files import (
@@ -162,3 +163,26 @@ def test_the_secret_check_catches_a_generated_key() -> None:
     assert _random_looking("kT9sQ2vX7mL4pW8zR1nB6yC3hJ5dF0gA")  # base64
     assert not _random_looking("gk-nexus-uploads")
     assert not _random_looking("change-me-run-openssl-rand-hex-32-and-paste-it-here")
+
+
+def test_an_unedited_copy_of_the_example_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Copying the example without filling it in must not start: every placeholder secret in it
+    (the JWT secret, the database password inside DATABASE_URL) is one production refuses."""
+    from api.startup import secret_problems
+
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
+    problems = " ".join(secret_problems(settings))
+    assert "NEXUS_JWT_SECRET" in problems
+    assert "DATABASE_URL" in problems
+    filled = settings.model_copy(
+        update={
+            "nexus_jwt_secret": SecretStr("k7Qp2vX9" * 8),
+            "database_url": SecretStr("postgresql://nexus:Zt4r9Wq2Lm8x@postgres:5432/gk_nexus"),
+        }
+    )
+    assert secret_problems(filled) == [], "a filled-in copy must pass the secret checks"
