@@ -19,6 +19,7 @@ from api.backups.router import router as backups_router
 from api.config import Settings, get_settings
 from api.errors import error_response as _error
 from api.middleware import AccessLog, BodyLimit, SecurityHeaders
+from api.notify.router import router as notify_router
 from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
@@ -58,6 +59,7 @@ def create_app(
         finally:
             scheduler.shutdown()
             await operations.shutdown()
+            await operations.notifier.close()
             await services.close()
 
     app = FastAPI(
@@ -103,6 +105,7 @@ def create_app(
     app.include_router(schedules_router)
     app.include_router(storage_router)
     app.include_router(audit_router)
+    app.include_router(notify_router)
     mount_web(app, web_dist or WEB_DIST)
     return app
 
