@@ -104,7 +104,7 @@ class Mailbox:
         )
         if ok:
             self.logins.append(SMTP_USER)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
 
     def subjects(self) -> list[str]:
         return [str(m["Subject"]) for m in self.messages]
