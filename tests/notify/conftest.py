@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -173,3 +176,72 @@ async def notifying(app: App, settings: dict[str, object]) -> AsyncIterator[Api]
         yield api
     finally:
         await served.aclose()
+
+
+@dataclass
+class Tls:
+    """A self-signed certificate for 127.0.0.1: the server's context and a client context that
+    trusts it (what an operator's CA bundle would do for a real server)."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=365 * 30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, private)
+    client = ssl.create_default_context(cafile=str(cert))
+    return Tls(server, client)
+
+
+@contextmanager
+def secure_mailbox(tls: Tls, implicit: bool) -> Iterator[Mailbox]:
+    """An SMTP server with AUTH after TLS only: STARTTLS, or TLS from the first byte."""
+    box = Mailbox(auth=True)
+    box.port = free_port()
+    options: dict[str, Any] = {"authenticator": box.authenticate}
+    if implicit:
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; this connection is TLS from the start.
+        options.update(ssl_context=tls.server, auth_require_tls=False)
+    else:
+        options.update(tls_context=tls.server, require_starttls=True)
+    controller = Controller(box, hostname="127.0.0.1", port=box.port, **options)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()

@@ -3,6 +3,8 @@ to every configured channel and says per channel how it went (audited); both for
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Api, App
 from tests.notify.conftest import (
     SECRET_PATH,
@@ -10,8 +12,10 @@ from tests.notify.conftest import (
     SMTP_USER,
     Mailbox,
     Receiver,
+    Tls,
     notify_settings,
     notifying,
+    secure_mailbox,
 )
 
 
@@ -106,3 +110,29 @@ async def test_a_test_send_reaches_both_channels_and_reports_each_failure(
         "SELECT outcome FROM nexus_backup.audit_log WHERE action = 'notify.test' ORDER BY id"
     )
     assert audit.split() == ["completed", "failed"]
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_e_mail_logs_in_after_starttls_or_over_tls(app: App, tls: Tls, security: str) -> None:
+    with secure_mailbox(tls, implicit=security == "tls") as box:
+        settings = notify_settings(None, box, notify_smtp_security=security)
+        async with notifying(app, settings) as api:
+            api.operations.notifier.tls_context = tls.client  # trusts the test certificate
+            sent = await api.client.post("/notifications/test", headers=await api.headers())
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["channels"] == [
+        {"channel": "email", "delivered": True, "detail": f"delivered to 127.0.0.1:{box.port}"}
+    ]
+    assert box.logins == [SMTP_USER]
+    assert len(box.messages) == 1
+
+
+async def test_an_untrusted_smtp_certificate_is_refused(app: App, tls: Tls) -> None:
+    with secure_mailbox(tls, implicit=False) as box:
+        settings = notify_settings(None, box, notify_smtp_security="starttls")
+        async with notifying(app, settings) as api:  # the system's CAs: the test CA is unknown
+            sent = await api.client.post("/notifications/test", headers=await api.headers())
+    (channel,) = sent.json()["channels"]
+    assert channel["delivered"] is False
+    assert "CERTIFICATE_VERIFY_FAILED" in channel["detail"]
+    assert box.messages == []

@@ -6,8 +6,12 @@ never its path), and never fails or delays the backup."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import logging
 import shutil
+import threading
+from typing import Any, ClassVar
 
 import pytest
 
@@ -233,3 +237,40 @@ async def test_a_failed_cloud_sync_notifies_and_the_backup_stays_completed(
     assert failed[0]["error"] == done.sync_error
     assert "The local backup is intact" in failed[0]["text"]
     assert receiver.of("backup_failed") == []
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    posts: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        type(self).posts.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_cli_sends_a_failed_backups_notification_before_it_exits(app: App) -> None:
+    _Recorder.posts = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
+        result = app.cli(
+            "backup",
+            "cli-doomed",
+            check=False,
+            UPLOADS_DIR=str(app.root / "missing"),
+            NOTIFY_WEBHOOK_URL=url,
+        )
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert result.returncode != 0
+    assert [(p["event"], p["backup"]) for p in _Recorder.posts] == [("backup_failed", "cli-doomed")]
+    assert "UPLOADS_DIR" in _Recorder.posts[0]["error"]
+    _no_secret(result.stdout + result.stderr)
