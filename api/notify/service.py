@@ -107,8 +107,10 @@ class Notifier:
     async def drain(self) -> list[Outcome]:
         """Wait for every pending delivery (tests, the CLI before it exits)."""
         outcomes: list[Outcome] = []
-        while self._tasks:
-            done = await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        seen: set[asyncio.Task[Outcome]] = set()
+        while waiting := [task for task in self._tasks if task not in seen]:
+            seen.update(waiting)
+            done = await asyncio.gather(*waiting, return_exceptions=True)
             outcomes.extend(o for o in done if isinstance(o, Outcome))
         return outcomes
 
