@@ -150,7 +150,11 @@ def with_operations(
     @with_services
     @wraps(function)
     async def wrapper(services: Services, *args: Any, **kwargs: Any) -> T:
-        return await function(Operations(services), *args, **kwargs)
+        operations = Operations(services)
+        try:
+            return await function(operations, *args, **kwargs)
+        finally:
+            await operations.notifier.close()  # a failed backup's notice goes out before exit
 
     return wrapper
 

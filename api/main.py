@@ -21,6 +21,7 @@ from api.health import Readiness
 from api.health import router as health_router
 from api.metrics import router as metrics_router
 from api.middleware import AccessLog, BodyLimit, SecurityHeaders
+from api.notify.router import router as notify_router
 from api.operations import Operations, recovery
 from api.restores.router import router as restores_router
 from api.scheduler import Scheduler
@@ -61,6 +62,7 @@ def create_app(
         finally:
             scheduler.shutdown()
             await operations.shutdown()
+            await operations.notifier.close()
             await services.close()
 
     app = FastAPI(
@@ -94,6 +96,7 @@ def create_app(
     app.include_router(schedules_router)
     app.include_router(storage_router)
     app.include_router(audit_router)
+    app.include_router(notify_router)
     mount_web(app, web_dist or WEB_DIST)
     return app
 

@@ -4,6 +4,7 @@ from api.audit.models import AuditLog
 from api.auth.models import ApiToken, AppUser, AuthSession, CatalogSecret
 from api.backups.models import SystemBackup
 from api.db import Base
+from api.notify.models import NotifyAlert, NotifyDelivery
 from api.restores.models import SystemRestore
 from api.schedules.models import BackupSchedule
 
@@ -16,6 +17,8 @@ __all__ = [
     "AuthSession",
     "BackupSchedule",
     "CatalogSecret",
+    "NotifyAlert",
+    "NotifyDelivery",
     "SystemBackup",
     "SystemRestore",
     "metadata",

@@ -17,6 +17,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from api.db import transaction
 from api.errors import AppError, Busy
+from api.notify import alert
 from api.operations import Operations, ScheduledBackupOp, SyncOp, sync
 from api.operations.backup import NotDue
 from api.operations.delete import purge_pending
@@ -27,7 +28,7 @@ log = logging.getLogger("nexus_backup.scheduler")
 
 async def tick(operations: Operations, at: datetime | None = None) -> list[str]:
     """Run every schedule due at `at` (default: now), then the due cloud syncs and unfinished
-    deletions; return the ids of the backups it ran."""
+    deletions, then check the no-backup alert; return the ids of the backups it ran."""
     at = at or datetime.now(UTC)
     services = operations.services
     async with transaction(services.sessions) as session:
@@ -49,7 +50,17 @@ async def tick(operations: Operations, at: datetime | None = None) -> list[str]:
     await sync_due(operations, at)
     for note in await purge_pending(services):
         log.info("%s", note)
+    await check_alerts(operations, at)
     return ran
+
+
+async def check_alerts(operations: Operations, at: datetime) -> None:
+    """The "no backup for ALERT_NO_BACKUP_HOURS" alert, at the tick's time (once per stale
+    period across replicas: api.notify.alert)."""
+    try:
+        await alert.check_no_backup(operations.services, operations.notifier, at)
+    except Exception:
+        log.exception("the no-backup alert check failed")
 
 
 async def sync_due(operations: Operations, at: datetime) -> list[str]:

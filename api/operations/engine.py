@@ -82,6 +82,8 @@ class Operation(Generic[R]):
 
 Hook = Callable[[Context, Any, Any], Awaitable[Any]]
 """After-hook: (context, operation, result) -> result (possibly updated, e.g. synced)."""
+FailedHook = Callable[[Context, Any, Exception], None]
+"""Failure hook: (context, operation, error), for a kind whose failure raises; must not block."""
 
 
 class Handle(Generic[R]):
@@ -111,10 +113,13 @@ class Operations:
     def __init__(
         self, services: Services, hooks: Mapping[str, Sequence[Hook]] | None = None
     ) -> None:
-        from api.operations.hooks import AFTER
+        from api.notify.service import Notifier
+        from api.operations.hooks import AFTER, FAILED
 
         self.services = services
         self._hooks = AFTER if hooks is None else hooks
+        self._failed_hooks = FAILED
+        self.notifier = Notifier(services.settings, services.sessions)
         self._running: dict[int, Handle[Any]] = {}
 
     async def submit(
@@ -189,9 +194,20 @@ class Operations:
     async def _drive(self, operation: Operation[R], ctx: Context, lock: MutationLock | None) -> R:
         try:
             result = await self._work(operation, ctx)
+        except Exception as error:
+            self._failed(operation, ctx, error)
+            raise
         finally:
             await _release(lock, ctx)
         return await self._after(operation, ctx, result)
+
+    def _failed(self, operation: Operation[Any], ctx: Context, error: Exception) -> None:
+        """An operation that raised (a restore): its kind's failure hooks (notifications)."""
+        for hook in self._failed_hooks.get(operation.kind, ()):
+            try:
+                hook(ctx, operation, error)
+            except Exception:
+                log.exception("failure hook %s of %s failed", hook.__name__, operation.kind)
 
     async def _work(self, operation: Operation[R], ctx: Context) -> R:
         flusher = asyncio.create_task(self._flush(operation, ctx))

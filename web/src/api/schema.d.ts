@@ -325,6 +325,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Config
+         * @description Where failures and the no-backup alert are sent, and how the last deliveries went. Never
+         *     shows a secret: the webhook's host only, whether an SMTP password is set.
+         */
+        get: operations["notifications_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/notifications/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Test
+         * @description Send a test notification to every configured channel and say, per channel, whether it
+         *     was delivered or why not. 409 when no channel is configured.
+         */
+        post: operations["notifications_test"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/restores": {
         parameters: {
             query?: never;
@@ -650,6 +692,15 @@ export interface components {
          * @enum {string}
          */
         BackupType: "manual" | "scheduled" | "pre_update" | "pre_restore";
+        /** ChannelResult */
+        ChannelResult: {
+            /** Channel */
+            channel: string;
+            /** Delivered */
+            delivered: boolean;
+            /** Detail */
+            detail: string;
+        };
         /** CheckOut */
         CheckOut: {
             /** Detail */
@@ -674,6 +725,25 @@ export interface components {
             /** Url */
             url: string;
         };
+        /** EmailConfig */
+        EmailConfig: {
+            /** Configured */
+            configured: boolean;
+            /** Fromaddress */
+            fromAddress: string | null;
+            /** Host */
+            host: string | null;
+            lastDelivery: components["schemas"]["LastDelivery"] | null;
+            /** Passwordset */
+            passwordSet: boolean;
+            /** Port */
+            port: number;
+            security: components["schemas"]["SmtpSecurity"];
+            /** To */
+            to: string[];
+            /** Username */
+            username: string | null;
+        };
         /** ErrorOut */
         ErrorOut: {
             /** Detail */
@@ -693,6 +763,20 @@ export interface components {
              * @enum {string}
              */
             status: "ok" | "unavailable";
+        };
+        /** LastDelivery */
+        LastDelivery: {
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /** Delivered */
+            delivered: boolean;
+            /** Detail */
+            detail: string | null;
+            /** Event */
+            event: string;
         };
         /** LoginIn */
         LoginIn: {
@@ -714,6 +798,24 @@ export interface components {
             kind: string;
             /** Role */
             role: string;
+        };
+        /** NotificationConfig */
+        NotificationConfig: {
+            /** Alertnobackuphours */
+            alertNoBackupHours: number | null;
+            email: components["schemas"]["EmailConfig"];
+            /** Lastnobackupalertat */
+            lastNoBackupAlertAt: string | null;
+            /** Onsuccess */
+            onSuccess: boolean;
+            webhook: components["schemas"]["WebhookConfig"];
+        };
+        /** NotificationTest */
+        NotificationTest: {
+            /** Channels */
+            channels: components["schemas"]["ChannelResult"][];
+            /** Delivered */
+            delivered: boolean;
         };
         /** Progress */
         Progress: {
@@ -902,6 +1004,11 @@ export interface components {
             /** Timezone */
             timezone?: string | null;
         };
+        /**
+         * SmtpSecurity
+         * @enum {string}
+         */
+        SmtpSecurity: "starttls" | "tls" | "none";
         /** StorageStatus */
         StorageStatus: {
             /** Bucket */
@@ -969,6 +1076,14 @@ export interface components {
             tablesChecked?: number | null;
             /** Warnings */
             warnings: string[];
+        };
+        /** WebhookConfig */
+        WebhookConfig: {
+            /** Configured */
+            configured: boolean;
+            /** Host */
+            host: string | null;
+            lastDelivery: components["schemas"]["LastDelivery"] | null;
         };
     };
     responses: never;
@@ -1910,6 +2025,91 @@ export interface operations {
             };
             /** @description Not configured or unavailable */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    notifications_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationConfig"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Role or CSRF refused */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    notifications_test: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationTest"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Role or CSRF refused */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Busy or conflicting state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
