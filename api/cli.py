@@ -191,6 +191,7 @@ def main(verbose: bool) -> None:
     with contextlib.suppress(AppError):  # a bad setting: the command reports it itself
         settings = get_settings()
     logs.configure(settings, verbose=verbose)  # redacting; JSON lines in production
+    click.get_current_context().call_on_close(logs.uninstall)  # run in-process (tests)
 
 
 @main.command()

@@ -208,6 +208,7 @@ class Redactor(logging.Filter):
 
 _default = Redactor()
 _installed: logging.Handler | None = None
+_before: dict[str, int] = {}  # the levels configure() changed, as they were
 
 
 def redact(text: str) -> str:
@@ -295,7 +296,7 @@ def configure(
     """Install the one root handler (replacing the one installed before, if any): JSON or
     text, redacting, at LOG_LEVEL (`verbose=False`: only critical lines, the CLI without -v).
     uvicorn's loggers reach it too when it runs with log_config=None."""
-    global _installed
+    global _installed, _before
     root = logging.getLogger()
     lowest = level(settings) if verbose else logging.CRITICAL
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
@@ -303,6 +304,8 @@ def configure(
     handler.setFormatter(JsonFormatter() if json_format(settings) else TextFormatter())
     if _installed is not None:
         root.removeHandler(_installed)
+    else:
+        _before = {name: logging.getLogger(name).level for name in ("", *CAPPED)}
     root.addHandler(handler)
     root.setLevel(lowest)
     for name, cap in CAPPED.items():
@@ -312,8 +315,11 @@ def configure(
 
 
 def uninstall() -> None:
-    """Remove the handler `configure` installed (tests)."""
+    """Remove the handler `configure` installed and put the levels it set back (the CLI run
+    in-process, tests)."""
     global _installed
     if _installed is not None:
         logging.getLogger().removeHandler(_installed)
         _installed = None
+        for name, value in _before.items():
+            logging.getLogger(name or None).setLevel(value)

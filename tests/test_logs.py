@@ -25,7 +25,7 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from api import logs
-from api.config import Settings
+from api.config import Settings, get_settings
 from api.errors import ConfigError
 from api.middleware import AccessLog
 from api.operations.engine import Context, Operation, Operations
@@ -586,3 +586,31 @@ async def test_no_secret_reaches_any_log_line_at_debug(
 def _around(text: str, value: str) -> str:
     at = text.find(value)
     return text[max(0, at - 300) : at + len(value) + 300]
+
+
+def test_the_cli_logs_redacted_under_verbose_and_leaves_logging_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    @main.command(name="log-a-secret")
+    def command() -> None:
+        logging.getLogger("nexus_backup.test").warning("using %s", JWT_SECRET)
+
+    monkeypatch.setenv("NEXUS_JWT_SECRET", JWT_SECRET)
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    get_settings.cache_clear()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        result = CliRunner().invoke(main, ["-v", "log-a-secret"])
+        quiet = CliRunner().invoke(main, ["log-a-secret"])
+    finally:
+        main.commands.pop("log-a-secret")
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stderr)["message"] == "using ***"
+    assert quiet.stderr == "", "without -v the CLI logs nothing"
+    assert (root.handlers, root.level) == (handlers, level)
