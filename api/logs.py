@@ -42,6 +42,7 @@ TOKEN_PREFIX = "nxb_"  # api.auth.service.TOKEN_PREFIX (a test keeps them equal)
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_MAX = 64
 SHORTEST_SECRET = 4  # shorter exact values would mask ordinary words; startup refuses them
+WEBHOOK_PART = 16  # the shortest part of a webhook URL's path masked on its own
 
 request_id: ContextVar[str | None] = ContextVar("nexus_request_id", default=None)
 operation_id: ContextVar[str | None] = ContextVar("nexus_operation_id", default=None)
@@ -156,13 +157,14 @@ def secret_values(settings: Settings | None) -> list[str]:
                 password = parts.password
             except ValueError:
                 continue
-            if password:
+            if password:  # a database URL: the password is the secret, not the database name
                 found += [password, unquote(password)]
-            if parts.path.strip("/") or parts.query:
-                found.append(parts.path + (f"?{parts.query}" if parts.query else ""))
-                found += [part for part in parts.path.split("/") if len(part) >= 16]
-                if parts.query:
-                    found.append(parts.query)
+                continue
+            # A webhook URL: its path and query are the secret (long parts only: a short one
+            # would mask ordinary words).
+            secret = parts.path + (f"?{parts.query}" if parts.query else "")
+            found += [part for part in (secret, parts.query) if len(part) >= WEBHOOK_PART]
+            found += [part for part in parts.path.split("/") if len(part) >= WEBHOOK_PART]
     return found
 
 

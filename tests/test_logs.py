@@ -614,3 +614,12 @@ def test_the_cli_logs_redacted_under_verbose_and_leaves_logging_as_it_was(
     assert json.loads(result.stderr)["message"] == "using ***"
     assert quiet.stderr == "", "without -v the CLI logs nothing"
     assert (root.handlers, root.level) == (handlers, level)
+
+
+def test_a_database_urls_name_and_host_stay_readable() -> None:
+    redactor = _redactor(
+        database_url="postgresql://app:AppPassword9@db.internal:5432/gk_nexus",
+        catalog_database_url="postgresql://cat:CatPassword9@db.internal/catalog",
+    )
+    text = "cannot reach the catalog database at db.internal:5432/gk_nexus or /catalog"
+    assert redactor.redact(text) == text
