@@ -30,7 +30,7 @@ from api.errors import ConfigError
 from api.middleware import AccessLog
 from api.operations.engine import Context, Operation, Operations
 from api.services import Services
-from tests.conftest import Api, App, cloud_settings, free_port
+from tests.conftest import Api, App, cloud_settings, free_port, run_server
 from tests.s3server import S3Server
 
 # -- canaries: distinctive values that must never reach a log line ---------------------------
@@ -623,3 +623,22 @@ def test_a_database_urls_name_and_host_stay_readable() -> None:
     )
     text = "cannot reach the catalog database at db.internal:5432/gk_nexus or /catalog"
     assert redactor.redact(text) == text
+
+
+def test_serve_writes_json_lines_uvicorns_included_with_the_request_id(
+    app: App, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    with run_server(app, log, LOG_FORMAT="json", NEXUS_JWT_SECRET=JWT_SECRET) as server:
+        answer = httpx.get(f"{server.base}/health", headers={"X-Request-ID": REQUEST_ID})
+        assert answer.headers["x-request-id"] == REQUEST_ID
+        server.output.wait_for(f'"request_id": "{REQUEST_ID}"')
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is JSON
+    assert any(
+        line["logger"] == "uvicorn.error" and "Uvicorn running on" in line["message"]
+        for line in lines
+    )
+    assert [line["message"].split()[:3] for line in lines if line["request_id"] == REQUEST_ID] == [
+        ["GET", "/health", "200"]
+    ]
+    assert JWT_SECRET not in log.read_text()
