@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -157,8 +157,9 @@ def secret_values(settings: Settings | None) -> list[str]:
                 password = parts.password
             except ValueError:
                 continue
-            if password:  # a database URL: the password is the secret, not the database name
-                found += [password, unquote(password)]
+            if parts.scheme.startswith("postgres"):  # the password is the secret, not the name
+                found += [password, unquote(password)] if password else []
+                found += parse_qs(parts.query).get("password", [])
                 continue
             # A webhook URL: its path and query are the secret (long parts only: a short one
             # would mask ordinary words).

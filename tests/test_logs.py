@@ -619,10 +619,13 @@ def test_the_cli_logs_redacted_under_verbose_and_leaves_logging_as_it_was(
 def test_a_database_urls_name_and_host_stay_readable() -> None:
     redactor = _redactor(
         database_url="postgresql://app:AppPassword9@db.internal:5432/gk_nexus",
-        catalog_database_url="postgresql://cat:CatPassword9@db.internal/catalog",
+        catalog_database_url="postgresql://cat@db.internal/catalog_of_production?password=QueryPw9",
     )
-    text = "cannot reach the catalog database at db.internal:5432/gk_nexus or /catalog"
+    text = (
+        "cannot reach the catalog database at db.internal:5432/gk_nexus or /catalog_of_production"
+    )
     assert redactor.redact(text) == text
+    assert redactor.redact("AppPassword9 QueryPw9") == "*** ***"
 
 
 def test_serve_writes_json_lines_uvicorns_included_with_the_request_id(
