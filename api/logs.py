@@ -87,7 +87,7 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (
         re.compile(
             rf"""(?P<head>['"]?\b(?:{_HEADERS})['"]?\s*[:=]\s*b?)(?P<q>['"])"""
-            rf"""(?:(?P<scheme>{_SCHEMES})\s+)?(?:\\.|(?!(?P=q)).)*(?P=q)""",
+            rf"""(?:(?P<scheme>{_SCHEMES})\s+)?(?:\\.|(?!(?P=q))[^\\\n])*(?P=q)""",
             re.IGNORECASE,
         ),
         lambda m: f"{m['head']}{m['q']}{_scheme_mask(m)}{m['q']}",

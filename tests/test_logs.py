@@ -645,3 +645,14 @@ def test_serve_writes_json_lines_uvicorns_included_with_the_request_id(
         ["GET", "/health", "200"]
     ]
     assert JWT_SECRET not in log.read_text()
+
+
+def test_a_header_value_of_backslashes_without_its_closing_quote_is_matched_in_linear_time() -> (
+    None
+):
+    # Two ways to read each backslash would make the failed match exponential (a hang).
+    text = "'Authorization': b'" + "\\" * 5000 + "x"
+    assert logs.Redactor().redact(text) == text
+    assert logs.Redactor().redact(r"'Authorization': 'Bearer a\'b' next") == (
+        "'Authorization': 'Bearer ***' next"
+    )
