@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 import time
 import traceback
@@ -16,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from api import __version__
+from api import __version__, logs
 from api.audit.service import CLI
 from api.config import get_settings
 from api.errors import AppError
@@ -30,7 +29,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"nexus-backup: error: {message}", err=True)
+    click.echo(f"nexus-backup: error: {logs.redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -176,7 +175,7 @@ class _Group(click.Group):
         except Exception as error:
             verbose = bool(ctx.params.get("verbose"))
             if verbose:
-                traceback.print_exc(file=sys.stderr)
+                click.echo(logs.redact(traceback.format_exc()), err=True, nl=False)
             what = f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
             hint = "" if verbose else "; run with -v for the traceback"
             _fail(f"internal error: {what}{hint}")
@@ -192,11 +191,11 @@ def main(verbose: bool) -> None:
     Settings come from the environment or .env: DATABASE_URL, UPLOADS_DIR, BACKUP_DIR,
     BACKUP_COMPRESSION, APP_VERSION, POST_RESTORE_COMMAND, CATALOG_DATABASE_URL.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.CRITICAL,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    settings = None
+    with contextlib.suppress(AppError):  # a bad setting: the command reports it itself
+        settings = get_settings()
+    logs.configure(settings, verbose=verbose)  # redacting; JSON lines in production
+    click.get_current_context().call_on_close(logs.uninstall)  # run in-process (tests)
 
 
 @main.command()
@@ -447,7 +446,7 @@ def serve(host: str, port: int) -> None:
         await services.close()
 
     _run(reachable())
-    logging.getLogger().setLevel(settings.log_level.upper())
+    logs.configure(settings)  # at LOG_LEVEL, -v or not; uvicorn's lines go through it too
     app = create_app(settings)
     server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))
     server.run()

@@ -1,5 +1,5 @@
 """ASGI middleware around the whole app: a request body limit, security headers, the access
-log."""
+log and request id."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import logs
 
 log = logging.getLogger("nexus_backup.http")
 
@@ -175,8 +177,10 @@ async def _send_json(send: Send, status: int, kind: str, detail: str) -> None:
 
 class AccessLog:
     """One log line per request: method, path (never the query: it may carry a signed download
-    link's signature), status and duration. Plain ASGI, not `@app.middleware("http")`, which
-    costs a task and a stream per request."""
+    link's signature), status and duration. Sets the request id (`api.logs.request_id`: a sane
+    incoming X-Request-ID, else a new one) for every line logged while the request is served,
+    background work it starts included, and answers it in X-Request-ID. Plain ASGI, not
+    `@app.middleware("http")`, which costs a task and a stream per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -187,11 +191,18 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500  # what the server answers when the app fails before it starts a response
+        incoming = next((v for n, v in scope["headers"] if n == b"x-request-id"), None)
+        request_id = logs.sane_request_id(incoming)
+        token = logs.request_id.set(request_id)
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -204,3 +215,6 @@ class AccessLog:
                 status,
                 (time.perf_counter() - started) * 1000,
             )
+        # Not reset when the app raised: the 500 handler, outside this middleware, logs the
+        # traceback with the id (uvicorn serves each request in a task of its own anyway).
+        logs.request_id.reset(token)

@@ -77,7 +77,8 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
         app,
         host=host,
         port=port,
-        log_level="info",
+        log_config=None,  # uvicorn's lines go to the root handler (api.logs): ids, redaction
+        log_level=None,  # and LOG_LEVEL
         access_log=False,
         http=protocol_for(settings),
         timeout_keep_alive=settings.http_keep_alive_seconds,

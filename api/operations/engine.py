@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from api import logs
 from api.audit.service import SYSTEM, Caller
 from api.errors import Busy
 from api.locks import MutationLock
@@ -192,6 +193,7 @@ class Operations:
         return lock
 
     async def _drive(self, operation: Operation[R], ctx: Context, lock: MutationLock | None) -> R:
+        logs.operation_id.set(operation.id)  # this task's own context: its after-hooks too
         try:
             result = await self._work(operation, ctx)
         except Exception as error:
@@ -210,11 +212,14 @@ class Operations:
                 log.exception("failure hook %s of %s failed", hook.__name__, operation.kind)
 
     async def _work(self, operation: Operation[R], ctx: Context) -> R:
+        # Every line the work logs carries the operation's id (a child's own while it runs).
+        operation_id = logs.operation_id.set(operation.id)
         flusher = asyncio.create_task(self._flush(operation, ctx))
         try:
             return await operation.run(ctx)
         finally:
             flusher.cancel()
+            logs.operation_id.reset(operation_id)
 
     async def _after(self, operation: Operation[R], ctx: Context, result: R) -> R:
         for hook in self._hooks.get(operation.kind, ()):
