@@ -17,6 +17,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -377,7 +378,9 @@ async def test_an_operations_lines_carry_its_id_and_a_childs_its_own(
 ) -> None:
     out = io.StringIO()
     logs.configure(_settings(log_format="json"), stream=out)
-    engine = Operations(cast(Services, None), hooks={})
+    # No catalog: the operations here only log (the notifier needs the settings alone).
+    services = SimpleNamespace(settings=_settings(), sessions=None)
+    engine = Operations(cast(Services, services), hooks={})
     request = logs.request_id.set("req-op")
     try:
         await engine.run(_Logging("parent", _Logging("child")))
