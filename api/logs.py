@@ -224,6 +224,13 @@ def redact(text: str) -> str:
     return redactor.redact(text)
 
 
+def scrub(settings: Settings | None, text: str) -> str:
+    """`text` with every secret of `settings` and every secret pattern masked: for what is
+    stored and answered rather than logged (a failure's reason in the catalog, the audit log
+    and the API)."""
+    return Redactor(secret_values(settings)).redact(text)
+
+
 # -- formats ----------------------------------------------------------------------------------
 
 

@@ -494,6 +494,10 @@ async def test_no_secret_reaches_any_log_line_at_debug(
     records = {row["name"]: row for row in map(json.loads, listed.stdout.splitlines())}
     assert "uploaded to" in synced.stderr, synced.stderr
     assert records["canary-failed"]["status"] == "failed"
+    # What is stored and answered (the record's error, the audit row) is masked like a log line.
+    stored = json.dumps(records["canary-failed"])
+    assert DB_PASSWORD not in stored, "the failed backup's stored error names the password"
+    assert "***" in str(records["canary-failed"].get("errorMessage")), stored
     Path(records["canary-synced"]["filePath"]).unlink()  # so its download link is presigned
 
     # The API in-process, through the handler, every logger at DEBUG.

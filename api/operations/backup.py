@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from api import logs
 from api.audit import service as audit
 from api.audit.service import Caller
 from api.backups import runner, service
@@ -127,7 +128,7 @@ class BackupOp(Mutation[SystemBackup]):
         try:
             made = await runner.archive(ctx.services, name, kind, created_at, ctx.tracker)
         except BaseException as error:
-            reason = runner.reason(error)
+            reason = logs.scrub(ctx.services.settings, runner.reason(error))
             async with transaction(ctx.services.sessions) as session:
                 backup = await service.get(session, backup_id)
                 backup.status, backup.error_message = BackupStatus.failed, reason

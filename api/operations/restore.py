@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from api import logs
 from api.audit import service as audit
 from api.backups import service as backups
 from api.backups.models import SystemBackup
@@ -122,6 +123,7 @@ class RestoreOp(Mutation[RestoreResult]):
     ) -> SystemRestore:
         assert self.target is not None
         assert self.id is not None
+        error = None if error is None else logs.scrub(ctx.services.settings, error)
         async with transaction(ctx.services.sessions) as session:
             done = await service.get(session, self.id)
             done.status, done.error_message = status, error

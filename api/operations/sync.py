@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from api import paths
+from api import logs, paths
 from api.audit import service as audit
 from api.backups import service as backups
 from api.backups.models import SystemBackup
@@ -114,6 +114,7 @@ class SyncOp(Operation[SystemBackup]):
         self, ctx: Context, error: StorageError | OSError | UnsafePath
     ) -> SystemBackup:
         reason = error.detail if isinstance(error, UnsafePath) else str(error)
+        reason = logs.scrub(ctx.services.settings, reason)
         if isinstance(error, UnsafePath):
             await paths.record_refusal(
                 ctx.services,
