@@ -19,6 +19,7 @@ from api.errors import AppError, Busy
 from api.operations import Operations, ScheduledBackupOp, SyncOp, sync
 from api.operations.backup import NotDue
 from api.operations.delete import purge_pending
+from api.operations.engine import ShuttingDown
 from api.schedules import service as schedules
 
 log = logging.getLogger("nexus_backup.scheduler")
@@ -90,6 +91,8 @@ class Scheduler:
     async def _tick(self) -> None:
         try:
             await tick(self._operations)
+        except ShuttingDown as stopped:  # its runs recorded themselves "interrupted by shutdown"
+            log.info("scheduler tick stopped: %s", stopped.detail)
         except Exception:
             log.exception("scheduler tick failed")
 

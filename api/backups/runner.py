@@ -169,10 +169,12 @@ async def _build(
             )
             try:
                 dump, (files, directories) = await asyncio.gather(dump_job, files_job)
-            except BaseException:
+            except BaseException as error:
                 cancel.set()
-                dump_job.cancel()  # pg_dump is stopped and reaped, even one waiting for a lock
-                files_job.cancel()
+                if not isinstance(error, asyncio.CancelledError):  # else both are cancelled
+                    dump_job.cancel()  # pg_dump is stopped and reaped, even one held by a lock
+                    files_job.cancel()
+                # gather() raised at the first end: wait for the other's cleanup too.
                 await asyncio.gather(dump_job, files_job, return_exceptions=True)
                 raise
             tracker.phase("writing archive", dump.size)

@@ -284,18 +284,28 @@ async def _run_pg_dump(
     except asyncio.CancelledError:
         stop.set()
         await end_process_group(process, reading)
+        if reading.done() and not reading.cancelled():
+            reading.exception()  # retrieved: it failed because it was stopped
         log.info("pg_dump (pid %d) stopped: the backup was cancelled", process.pid)
         raise
 
 
 async def end_process_group(process: subprocess.Popen[bytes], reaper: asyncio.Future[Any]) -> None:
     """SIGTERM to `process`'s group, SIGKILL after STOP_GRACE_SECONDS; returns once `reaper`
-    (what waits for the process) has ended, so the process is gone and reaped."""
+    (what waits for the process) has ended, so the process is gone and reaped. A cancellation
+    meanwhile is raised only then (and sends SIGKILL at once)."""
     _signal_group(process, signal.SIGTERM)
-    done, _ = await asyncio.wait({reaper}, timeout=STOP_GRACE_SECONDS)
-    if not done:
-        _signal_group(process, signal.SIGKILL)
-        await asyncio.wait({reaper})
+    killed, cancelled = False, None
+    while not reaper.done():
+        try:
+            await asyncio.wait({reaper}, timeout=STOP_GRACE_SECONDS)
+        except asyncio.CancelledError as error:
+            cancelled = error
+        if not reaper.done() and not killed:
+            _signal_group(process, signal.SIGKILL)
+            killed = True
+    if cancelled is not None:
+        raise cancelled
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
