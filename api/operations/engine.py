@@ -191,15 +191,16 @@ class Operations:
         return None
 
     def stop(self) -> None:
-        """Start stopping (SIGTERM): refuse new submissions and cancel what runs; each operation
-        cleans up and records itself failed, "interrupted by shutdown". Returns at once;
-        `shutdown()` waits for the end."""
-        if not self.stopping:
-            self.stopping = True
-            timeout = self.services.settings.shutdown_timeout_seconds
-            self._deadline = asyncio.get_running_loop().time() + timeout
-            if self._running:
-                log.info("stopping: %d running operation(s) cancelled", len(self._running))
+        """Start stopping (SIGTERM): refuse new submissions and cancel what runs, once (a
+        second cancellation would cut into its cleanup); each operation cleans up and records
+        itself failed, "interrupted by shutdown". Returns at once; `shutdown()` waits."""
+        if self.stopping:
+            return
+        self.stopping = True
+        timeout = self.services.settings.shutdown_timeout_seconds
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        if self._running:
+            log.info("stopping: %d running operation(s) cancelled", len(self._running))
         for handle in list(self._running.values()):
             if not handle.task.done():
                 handle.task.cancel(INTERRUPTED_BY_SHUTDOWN)
