@@ -244,6 +244,17 @@ def _assert_backup_interrupted(app: App, record: dict[str, str], log: Path) -> N
     assert "Traceback" not in text, f"the shutdown logged a traceback:\n{text}"
 
 
+def _assert_one_line(log: Path, signal_name: str) -> None:
+    """The CLI said why it stopped in one line (the rest of its output is -v's log)."""
+    said = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("nexus-backup: ")
+    ]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"nexus-backup: error: interrupted by {signal_name}: "), said
+
+
 # ---------------------------------------------------------------------------------------------
 # backups: SIGTERM while pg_dump runs
 
@@ -322,9 +333,7 @@ def test_cli_backup_interrupted_by_a_signal_cleans_up_and_exits_non_zero(
         assert _process_gone(pid), f"pg_dump {pid} outlived the CLI"
         _assert_backup_interrupted(app, _backup_row(app, "name = 'cut-short'"), log)
     assert running.process.returncode == 128 + signum
-    last = log.read_text(errors="replace").strip().splitlines()[-1]
-    name = signal.Signals(signum).name
-    assert last.startswith(f"nexus-backup: error: interrupted by {name}: "), last
+    _assert_one_line(log, signal.Signals(signum).name)
     assert _leftovers(app) == []
     assert _archives(app) == earlier
     app.cli("backup", "after", "--quiet")  # the next run works
@@ -454,8 +463,7 @@ def test_sigterm_to_cli_restore_while_it_loads_undoes_it(app: App, tmp_path: Pat
         finally:
             _end(running)
     assert running.process.returncode == 128 + signal.SIGTERM
-    last = log.read_text(errors="replace").strip().splitlines()[-1]
-    assert last.startswith("nexus-backup: error: interrupted by SIGTERM: "), last
+    _assert_one_line(log, "SIGTERM")
     assert (tree_state(app.uploads), database_state(app)) == live, "the restore was not undone"
     assert _leftovers(app) == [], "a journal or staging folder was left behind"
     status, message = (
