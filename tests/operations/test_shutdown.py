@@ -37,7 +37,12 @@ from typing import Any
 import httpx
 import pytest
 
-from api.archive.writer import PARTIAL_MARK
+from api.archive.reader import Staging, read_archive
+from api.archive.writer import PARTIAL_MARK, read_sidecar
+from api.restores import runner, swap
+from api.services import Services
+from api.sources import postgres
+from api.sources.postgres import DatabaseRestore
 from tests.conftest import (
     App,
     Server,
@@ -47,6 +52,7 @@ from tests.conftest import (
     free_port,
     tree_state,
 )
+from tests.operations.test_crash import _prepare_restore
 from tests.s3server import S3Server
 
 SHUTDOWN_LIMIT = 30.0  # seconds from SIGTERM to the process's end (issue #12)
@@ -476,3 +482,37 @@ def test_sigterm_to_cli_restore_while_it_loads_undoes_it(app: App, tmp_path: Pat
     )
     assert status == "failed"
     assert message.startswith("interrupted by shutdown; the restore was undone"), message
+
+
+async def test_a_shutdown_during_the_commit_lets_the_commit_decide_and_finishes_the_restore(
+    app: App, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap-and-commit section is shielded: cancelled while COMMIT is on its way, the
+    restore is finished (not left mixed) and says so (FinishedOnShutdown)."""
+    archive, at_backup, _live = _prepare_restore(app)
+    restore_id = uuid.uuid4().hex
+    uploads = app.uploads.absolute()
+    staging = Staging(swap.staging_root(uploads, restore_id))
+    verified = read_archive(
+        archive, expected_sha256=read_sidecar(archive), checksum_source="sidecar", stage=staging
+    )
+    staging.apply_metadata(verified)
+    committing, go_on = asyncio.Event(), asyncio.Event()
+    commit = DatabaseRestore.commit
+
+    async def held_commit(self: DatabaseRestore) -> None:  # a slow COMMIT, held by the test
+        committing.set()
+        await go_on.wait()
+        await commit(self)
+
+    monkeypatch.setattr(DatabaseRestore, "commit", held_commit)
+    applying = asyncio.create_task(runner._apply(services, restore_id, app.url, uploads, staging))
+    await committing.wait()  # the uploads are swapped in and COMMIT is about to be sent
+    applying.cancel("interrupted by shutdown")  # delivered at once: the commit is not done
+    go_on.set()
+    with pytest.raises(runner.FinishedOnShutdown):
+        await applying
+    staging.remove()
+    assert await postgres.restore_committed(app.url, restore_id)
+    assert (tree_state(app.uploads), database_state(app)) == at_backup, "left mixed"
+    assert _leftovers(app) == [], "the journal or the old uploads tree was left behind"
