@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -116,8 +117,45 @@ def _views(quiet: bool) -> tuple[list[ProgressView], Any]:
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; its errors reach `_Group.invoke`, the one place that reports
-    them."""
-    return asyncio.run(coroutine)
+    them. SIGTERM or SIGINT cancels it: what it started stops, cleans up and records itself
+    ("interrupted by shutdown", `with_operations`), then the command exits 128 + the signal's
+    number with one line."""
+    received: list[int] = []
+
+    async def interruptible() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def interrupt(signum: int) -> None:
+            if not received:
+                task.cancel("interrupted by shutdown")
+            received.append(signum)  # a second signal changes nothing: cleanup is under way
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, interrupt, signum)
+        try:
+            return await coroutine
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    try:
+        return asyncio.run(interruptible())
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        name = signal.Signals(received[0]).name
+        _fail(
+            f"interrupted by {name}: what was running was stopped, its partial files removed "
+            "and its record marked failed (a restore was undone, or finished if it had "
+            "committed)",
+            128 + received[0],
+        )
+        raise  # not reached: _fail exits
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def with_services(
@@ -153,6 +191,8 @@ def with_operations(
         try:
             return await function(operations, *args, **kwargs)
         finally:
+            # Interrupted (SIGTERM, Ctrl-C): what still runs stops and records itself first.
+            await operations.shutdown()
             await operations.notifier.close()  # a failed backup's notice goes out before exit
 
     return wrapper
@@ -424,8 +464,6 @@ def migrate(revision: str | None) -> None:
 def serve(host: str, port: int) -> None:
     """Serve the API and the admin page on DATABASE_URL (required; `make run` serves a
     throwaway demo instead)."""
-    import uvicorn
-
     from api import serving
     from api.main import create_app
 
@@ -448,7 +486,7 @@ def serve(host: str, port: int) -> None:
     _run(reachable())
     logs.configure(settings)  # at LOG_LEVEL, -v or not; uvicorn's lines go through it too
     app = create_app(settings)
-    server = uvicorn.Server(serving.uvicorn_config(app, settings, host, port))
+    server = serving.Server(serving.uvicorn_config(app, settings, host, port))
     server.run()
     if not server.started:
         _fail(f"the server did not start on {host}:{port}: the log above says why", 3)

@@ -21,6 +21,7 @@ from api.notify import alert
 from api.operations import Operations, ScheduledBackupOp, SyncOp, sync
 from api.operations.backup import NotDue
 from api.operations.delete import purge_pending
+from api.operations.engine import ShuttingDown
 from api.schedules import service as schedules
 
 log = logging.getLogger("nexus_backup.scheduler")
@@ -128,6 +129,8 @@ class Scheduler:
             self.due_at = next_due(self.due_at, self.every, now)
         try:
             await tick(self._operations)
+        except ShuttingDown as stopped:  # its runs recorded themselves "interrupted by shutdown"
+            log.info("scheduler tick stopped: %s", stopped.detail)
         except Exception:
             log.exception("scheduler tick failed")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import FrameType
 from typing import Any
 
 import h11
@@ -82,6 +84,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
         access_log=False,
         http=protocol_for(settings),
         timeout_keep_alive=settings.http_keep_alive_seconds,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),  # then the lifespan
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         limit_concurrency=settings.http_limit_concurrency,
         # X-Forwarded-Proto/-For only from these proxies: behind a TLS proxy the request is
@@ -89,3 +92,16 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, whose SIGTERM (or Ctrl-C) also starts stopping the app's operations at
+    once (`Operations.stop`: new work refused, running work cancelled, cleaned up and recorded),
+    instead of only after uvicorn's graceful wait for open connections."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        operations = getattr(getattr(self.config.app, "state", None), "operations", None)
+        if operations is not None:
+            with contextlib.suppress(RuntimeError):  # no loop running: nothing to stop
+                operations.stop_soon(asyncio.get_running_loop())

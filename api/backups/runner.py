@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from api import __version__
 from api.archive import manifest as fmt
@@ -35,6 +35,7 @@ from api.sources import postgres, uploads
 from api.states import BackupType
 
 log = logging.getLogger("nexus_backup.backups")
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,7 +79,7 @@ async def archive(
     try:
         built = await _build(services, url, root, final, name, kind, created_at, tracker, chosen)
         tracker.phase("verifying", built.size)
-        await asyncio.to_thread(check_written, final, built, tracker.advance)
+        await in_thread(threading.Event(), check_written, final, built, tracker.advance)
     except BaseException as error:
         if not isinstance(error, FileExistsError):
             _remove_archive(final)
@@ -102,6 +103,21 @@ def check_written(final: Path, built: _Built, on_progress: Callable[[int], None]
             f"with SHA-256 {built.sha256} were written: the disk or filesystem lost or changed "
             "data; check it and back up again"
         )
+
+
+async def in_thread(cancel: threading.Event, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a thread. Cancelled, it sets `cancel` (which the function checks)
+    and waits for the thread to end before the cancellation goes on: a thread must never go on
+    writing into files that the cancellation's cleanup removes."""
+    job = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        cancel.set()
+        await asyncio.wait({job})
+        if not job.cancelled():
+            job.exception()  # retrieved: the cancellation is what goes on
+        raise
 
 
 def reason(error: BaseException) -> str:
@@ -149,22 +165,27 @@ async def _build(
                 postgres.dump(url, settings, spool, on_progress=tracker.advance, cancel=cancel)
             )
             files_job = asyncio.ensure_future(
-                asyncio.to_thread(_add_uploads, writer, root, tracker, skipped, cancel)
+                in_thread(cancel, _add_uploads, writer, root, tracker, skipped, cancel)
             )
             try:
                 dump, (files, directories) = await asyncio.gather(dump_job, files_job)
-            except BaseException:
+            except BaseException as error:
                 cancel.set()
+                if not isinstance(error, asyncio.CancelledError):  # else both are cancelled
+                    dump_job.cancel()  # pg_dump is stopped and reaped, even one held by a lock
+                    files_job.cancel()
+                # gather() raised at the first end: wait for the other's cleanup too.
                 await asyncio.gather(dump_job, files_job, return_exceptions=True)
                 raise
             tracker.phase("writing archive", dump.size)
             spool.flush()
             spool.seek(0)
             mtime_ns = time.time_ns()
-            sha = await asyncio.to_thread(
+            sha = await in_thread(
+                cancel,
                 writer.add_file,
                 fmt.DATABASE_NAME,
-                cast(BinaryIO, _Counting(spool, tracker)),
+                cast(BinaryIO, _Counting(spool, tracker, cancel)),
                 dump.size,
                 0o600,
                 mtime_ns,
@@ -215,7 +236,7 @@ async def _build(
                 directories=directories,
             )
             writer.add_bytes(fmt.MANIFEST_NAME, manifest.to_json(), mtime_ns)
-            sha256, size = await asyncio.to_thread(writer.commit)
+            sha256, size = await in_thread(cancel, writer.commit)
             if skipped:
                 log.warning(
                     "backup %s skipped %d link(s) or special file(s) under UPLOADS_DIR: %s",
@@ -230,13 +251,16 @@ async def _build(
 
 
 class _Counting:
-    """Reads through, telling the tracker how far it got."""
+    """Reads through, telling the tracker how far it got; stops once the backup is cancelled."""
 
-    def __init__(self, source: BinaryIO, tracker: Tracker) -> None:
+    def __init__(self, source: BinaryIO, tracker: Tracker, cancel: threading.Event) -> None:
         self._source = source
         self._tracker = tracker
+        self._cancel = cancel
 
     def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise SourceError("the backup was cancelled while writing the archive")
         data = self._source.read(size)
         self._tracker.advance(len(data))
         return data
@@ -299,7 +323,7 @@ def _add_uploads(
         with os.fdopen(fd, "rb") as handle:
             sha = writer.add_file(
                 member,
-                cast(BinaryIO, _Counting(handle, tracker)),
+                cast(BinaryIO, _Counting(handle, tracker, cancel)),
                 info.st_size,
                 entry.mode,
                 info.st_mtime_ns,

@@ -16,7 +16,7 @@ from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import Busy, Conflict
 from api.locks import MUTATION_LOCK
-from api.operations.engine import Context, Operation, R
+from api.operations.engine import INTERRUPTED_BY_SHUTDOWN, Context, Operation, R
 from api.restores import service as restores
 from api.schedules import service as schedules
 from api.schedules.models import BackupSchedule
@@ -129,6 +129,8 @@ class BackupOp(Mutation[SystemBackup]):
             made = await runner.archive(ctx.services, name, kind, created_at, ctx.tracker)
         except BaseException as error:
             reason = logs.scrub(ctx.services.settings, runner.reason(error))
+            if isinstance(error, asyncio.CancelledError) and ctx.operations.stopping:
+                reason = INTERRUPTED_BY_SHUTDOWN  # pg_dump stopped, partial files removed
             async with transaction(ctx.services.sessions) as session:
                 backup = await service.get(session, backup_id)
                 backup.status, backup.error_message = BackupStatus.failed, reason

@@ -11,6 +11,10 @@ engine does the rest the same way for all of them:
 4. `run()`: the work, recording its own outcome; the engine flushes progress to the record.
 5. Release the lock, then run the kind's after-hooks (sync, retention, ...: `api.operations.hooks`).
 
+Shutdown (`stop()` at SIGTERM, then `shutdown()`): the engine is `stopping`: new submissions are
+refused (`ShuttingDown`, a 503) and what runs is cancelled; each operation cleans up and records
+itself failed with `INTERRUPTED_BY_SHUTDOWN` (a restore is finished or undone first).
+
 No lock object leaves this module. Recovery (`api.operations.recovery`) takes the same lock.
 """
 
@@ -25,7 +29,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from api import logs
 from api.audit.service import SYSTEM, Caller
-from api.errors import Busy
+from api.errors import Busy, Unavailable
 from api.locks import MutationLock
 from api.progress import ProgressView, Tracker
 from api.services import Services
@@ -33,6 +37,12 @@ from api.services import Services
 log = logging.getLogger("nexus_backup.operations")
 R = TypeVar("R")
 PROGRESS_FLUSH_SECONDS = 1.0
+INTERRUPTED_BY_SHUTDOWN = "interrupted by shutdown"
+
+
+class ShuttingDown(Unavailable):
+    """The process is stopping: no new operation starts, and a waiter on one that shutdown
+    interrupted gets this instead of a bare cancellation."""
 
 
 @dataclass
@@ -104,8 +114,17 @@ class Handle(Generic[R]):
 
     async def wait(self) -> R:
         """The result once the operation and its after-hooks ended. Cancelling the waiter (a
-        client that hangs up) does not cancel the operation."""
-        return await asyncio.shield(self.task)
+        client that hangs up) does not cancel the operation; an operation that shutdown
+        interrupted raises ShuttingDown (its record says what became of it)."""
+        try:
+            return await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            if not self.task.cancelled():
+                raise  # the waiter itself was cancelled: the operation goes on
+            raise ShuttingDown(
+                f"{self.operation.kind} {self.id or ''} was {INTERRUPTED_BY_SHUTDOWN}; its record "
+                "says what became of it; start it again once the service is back"
+            ) from None
 
 
 class Operations:
@@ -122,6 +141,8 @@ class Operations:
         self._failed_hooks = FAILED
         self.notifier = Notifier(services.settings, services.sessions)
         self._running: dict[int, Handle[Any]] = {}
+        self.stopping = False
+        self._deadline: float | None = None  # loop time by which shutdown() gives up waiting
 
     async def submit(
         self,
@@ -130,7 +151,9 @@ class Operations:
         views: list[ProgressView] | None = None,
     ) -> Handle[R]:
         """Check, lock and prepare `operation` (raising what refuses it), then run it in the
-        background; the handle's `id` is its record's."""
+        background; the handle's `id` is its record's. Refused (ShuttingDown) once the engine
+        is stopping."""
+        self._refuse_if_stopping()
         ctx = Context(self.services, caller, Tracker(views), self)
         await operation.check(ctx)
         lock = await self._take(operation, ctx)
@@ -173,14 +196,51 @@ class Operations:
                 return handle
         return None
 
+    def stop(self) -> None:
+        """Start stopping (SIGTERM): refuse new submissions and cancel what runs, once (a
+        second cancellation would cut into its cleanup); each operation cleans up and records
+        itself failed, "interrupted by shutdown". Returns at once; `shutdown()` waits."""
+        if self.stopping:
+            return
+        self.stopping = True
+        timeout = self.services.settings.shutdown_timeout_seconds
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        if self._running:
+            log.info("stopping: %d running operation(s) cancelled", len(self._running))
+        for handle in list(self._running.values()):
+            if not handle.task.done():
+                handle.task.cancel(INTERRUPTED_BY_SHUTDOWN)
+
+    def stop_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """`stop()` from a signal handler (or another thread): scheduled on `loop`."""
+        loop.call_soon_threadsafe(self.stop)
+
     async def shutdown(self) -> None:
-        """Cancel what still runs (each records itself as failed) and wait for it."""
+        """Stop (if not yet) and wait for what ran to clean up and record itself, at most
+        SHUTDOWN_TIMEOUT_SECONDS from when stopping began; then log what is still running
+        (recovery at the next start marks it)."""
+        self.stop()
         handles = list(self._running.values())
+        assert self._deadline is not None
+        remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
+        if handles:
+            _, late = await asyncio.wait([h.task for h in handles], timeout=remaining)
+            for task in late:
+                log.error(
+                    "an operation did not stop within SHUTDOWN_TIMEOUT_SECONDS; the next start "
+                    "recovers it (%s)",
+                    task.get_name(),
+                )
         for handle in handles:
-            handle.task.cancel()
-        for handle in handles:
-            with contextlib.suppress(BaseException):
-                await handle.task
+            if handle.task.done() and not handle.task.cancelled():
+                handle.task.exception()  # retrieved: its failure is recorded, not "never seen"
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping:
+            raise ShuttingDown(
+                "the service is shutting down and starts no new backup, restore or other "
+                "operation; retry once it is back"
+            )
 
     async def _take(self, operation: Operation[Any], ctx: Context) -> MutationLock | None:
         key = operation.lock_key()

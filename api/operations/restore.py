@@ -4,6 +4,7 @@ backup run as a child operation under the same lock, then completed or failed.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import AppError, BadRequest
 from api.operations.backup import BackupOp, Mutation
-from api.operations.engine import Context
+from api.operations.engine import INTERRUPTED_BY_SHUTDOWN, Context
 from api.restores import runner, service
 from api.restores.models import SystemRestore
 from api.restores.runner import RestoreRequest, RestoreResult, Target
@@ -31,6 +32,7 @@ class RestoreOp(Mutation[RestoreResult]):
     request: RestoreRequest
     target: Target | None = field(default=None, init=False)
     record: SystemRestore | None = field(default=None, init=False)
+    phase: str | None = field(default=None, init=False)  # the last phase recorded
 
     kind = OperationKind.restore
 
@@ -83,6 +85,11 @@ class RestoreOp(Mutation[RestoreResult]):
                 ctx.services, self.request, self.target, self.id, ctx.tracker, _Steps(self, ctx)
             )
         except BaseException as error:
+            if isinstance(error, asyncio.CancelledError) and ctx.operations.stopping:
+                status, reason = self._interrupted(ctx, error)
+                await self._finish(ctx, status, reason, action="restore.run")
+                log.error("restore of %s: %s", name, reason)
+                raise
             reason = error.detail if isinstance(error, AppError) else runner.unexpected(error)
             await self._finish(ctx, RestoreStatus.failed, reason, action="restore.run")
             log.error("restore of %s failed: %s", name, reason)
@@ -111,6 +118,30 @@ class RestoreOp(Mutation[RestoreResult]):
             raise AppError(problem)
         log.info("restored %s (pre_restore backup %s)", name, safety.name)
         return RestoreResult(restore=done, pre_restore=safety, warnings=outcome.warnings)
+
+    def _interrupted(self, ctx: Context, error: asyncio.CancelledError) -> tuple[str, str]:
+        """What the record of a restore that shutdown interrupted says: finished (the commit
+        was under way) or undone, as recovery would have it."""
+        if isinstance(error, runner.FinishedOnShutdown):
+            if ctx.services.settings.post_restore_command:
+                return RestoreStatus.failed, (
+                    f"{INTERRUPTED_BY_SHUTDOWN} after its commit point: the database and uploads "
+                    "WERE restored (the restore was finished, not undone), but "
+                    "POST_RESTORE_COMMAND did not run to its end: run it by hand"
+                )
+            return RestoreStatus.completed, (
+                f"{INTERRUPTED_BY_SHUTDOWN} after its commit point: the restore was finished "
+                "(not undone); the database and uploads are the backup's"
+            )
+        if self.phase == RestorePhase.restoring:
+            return RestoreStatus.failed, (
+                f"{INTERRUPTED_BY_SHUTDOWN}; the restore was undone: the live database and "
+                "uploads are as they were before it"
+            )
+        return RestoreStatus.failed, (
+            f"{INTERRUPTED_BY_SHUTDOWN} before it changed anything: the live database and "
+            "uploads are as they were"
+        )
 
     async def _finish(
         self,
@@ -151,8 +182,10 @@ class _Steps:
 
     async def phase(self, name: str) -> None:
         assert self._operation.id is not None
+        self._operation.phase = name
         async with transaction(self._ctx.services.sessions) as session:
             (await service.get(session, self._operation.id)).phase = name
+        log.info("restore %s: %s", self._operation.id, name)
 
     async def safety_backup(self, description: str) -> SystemBackup:
         safety = await self._ctx.child(

@@ -4,6 +4,7 @@ local backup. Due syncs are claimed with a lease, so only one process uploads ea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import Conflict, UnsafePath
-from api.operations.engine import Context, Operation
+from api.operations.engine import INTERRUPTED_BY_SHUTDOWN, Context, Operation
 from api.services import Services
 from api.states import AuditOutcome, BackupStatus, OperationKind, SyncStatus
 from api.storage import service as storage
@@ -74,10 +75,24 @@ class SyncOp(Operation[SystemBackup]):
             )
         except (StorageError, OSError, UnsafePath) as error:
             return await self._failed(ctx, error)
-        except BaseException:
+        except BaseException as error:
+            # Cancelled (a shutdown): the multipart upload was aborted (api.storage.s3); the
+            # backup stays completed, its sync pending and due again at once.
             async with transaction(ctx.services.sessions) as session:
                 backup = await backups.get_visible(session, self.backup_id)
                 backup.sync_status, backup.next_sync_at = SyncStatus.pending, datetime.now(UTC)
+                if isinstance(error, asyncio.CancelledError) and ctx.operations.stopping:
+                    backup.sync_error = INTERRUPTED_BY_SHUTDOWN
+                    await audit.record(
+                        session,
+                        ctx.caller,
+                        action="backup.sync",
+                        target=self.name,
+                        outcome=AuditOutcome.failed,
+                        detail={"id": self.backup_id, "error": INTERRUPTED_BY_SHUTDOWN},
+                    )
+            if backup.sync_error == INTERRUPTED_BY_SHUTDOWN:
+                log.warning("cloud sync of %s %s; it is retried", self.name, backup.sync_error)
             raise
         async with transaction(ctx.services.sessions) as session:
             backup = await backups.get_visible(session, self.backup_id)

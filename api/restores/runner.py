@@ -208,6 +208,12 @@ class Outcome:
     command_error: str | None = None
 
 
+class FinishedOnShutdown(asyncio.CancelledError):
+    """A cancellation (a shutdown) that reached a restore after its commit point: the restore
+    was finished, not undone, but POST_RESTORE_COMMAND did not run to its end. (A cancellation
+    before the commit point goes on as itself, once the restore was undone.)"""
+
+
 def unexpected(error: BaseException) -> str:
     """What a restore's record says of an error that is not an AppError."""
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
@@ -291,7 +297,10 @@ async def execute(
         await _apply(services, restore_id, url, uploads_dir, staging)
     finally:
         staging.remove()
-    command_error = await _post_restore(settings.post_restore_command, url)
+    try:
+        command_error = await _post_restore(settings.post_restore_command, url)
+    except asyncio.CancelledError:
+        raise FinishedOnShutdown("POST_RESTORE_COMMAND was interrupted") from None
     return Outcome(
         pre_restore=safety, warnings=list(verified.warnings), command_error=command_error
     )
@@ -309,11 +318,18 @@ async def _apply(
         uploads_existed=uploads_dir.exists(),
     )
     folder = services.settings.backup_dir
-    committed = False
+    committed = interrupted = False
     try:
         await database.apply()
-        swapper.swap_in(journal, folder)
-        await database.commit()
+        # From the swap to the commit's answer a cancellation (a shutdown) cannot cut in: it
+        # waits for the commit to decide, then the restore is finished, or undone below.
+        critical = asyncio.ensure_future(_swap_and_commit(database, journal, folder))
+        try:
+            await asyncio.shield(critical)
+        except asyncio.CancelledError:
+            interrupted = True
+            await asyncio.wait({critical})
+            critical.result()
         committed = True
     finally:
         if not committed:
@@ -323,6 +339,15 @@ async def _apply(
                 journal.remove(folder)
     swapper.discard_old(journal)
     journal.remove(folder)
+    if interrupted:
+        raise FinishedOnShutdown("the commit was under way: the restore was finished")
+
+
+async def _swap_and_commit(
+    database: postgres.DatabaseRestore, journal: swapper.Journal, folder: Path
+) -> None:
+    swapper.swap_in(journal, folder)
+    await database.commit()
 
 
 async def _post_restore(command: str | None, url: str) -> str | None:

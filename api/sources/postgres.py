@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -29,7 +30,9 @@ from api.archive.sqlscan import DumpError, DumpScanner
 from api.config import CATALOG_SCHEMA, Settings
 from api.errors import ArchiveError, ConfigError, SourceError
 
+log = logging.getLogger("nexus_backup.sources")
 CHUNK = 1024 * 1024
+STOP_GRACE_SECONDS = 5.0  # a pg_dump sent SIGTERM gets this long before SIGKILL
 _QUERY_ENV = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
@@ -231,9 +234,7 @@ async def dump(
             snapshot = await conn.fetchval("SELECT pg_catalog.pg_export_snapshot()")
             schema_version = await read_schema_version(conn)
             database = str(await conn.fetchval("SELECT current_database()"))
-            result = await asyncio.to_thread(
-                _run_pg_dump, pg_dump, url, snapshot, spool, on_progress, cancel
-            )
+            result = await _run_pg_dump(pg_dump, url, snapshot, spool, on_progress, cancel)
     finally:
         await conn.close()
     result.server_version = version_text
@@ -243,7 +244,7 @@ async def dump(
     return result
 
 
-def _run_pg_dump(
+async def _run_pg_dump(
     pg_dump: str,
     url: str,
     snapshot: str,
@@ -251,6 +252,9 @@ def _run_pg_dump(
     on_progress: Callable[[int], None] | None,
     cancel: threading.Event | None,
 ) -> DumpResult:
+    """pg_dump into `spool`, read in a thread. Cancelled (a shutdown), pg_dump is stopped and
+    reaped before the cancellation goes on: SIGTERM to its process group (pg_dump then cancels
+    its query on the server, even one waiting for a lock), SIGKILL if it lingers."""
     args = [
         pg_dump,
         "--format=plain",
@@ -259,13 +263,64 @@ def _run_pg_dump(
         f"--exclude-schema={CATALOG_SCHEMA}",
         "--lock-wait-timeout=120000",
     ]
-    process = subprocess.Popen(
+    # Started on the loop's thread (a fork/exec is quick): no cancellation can fall between
+    # its start and the code that stops it. Its own process group: a terminal's Ctrl-C reaches
+    # the CLI, which stops pg_dump itself.
+    process = subprocess.Popen(  # noqa: ASYNC220
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_subprocess_env(url),
+        process_group=0,
     )
+    log.info("pg_dump started (pid %d)", process.pid)
+    stop = cancel if cancel is not None else threading.Event()
+    reading = asyncio.ensure_future(
+        asyncio.to_thread(_read_pg_dump, process, spool, on_progress, stop)
+    )
+    try:
+        return await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        stop.set()
+        await end_process_group(process, reading)
+        if reading.done() and not reading.cancelled():
+            reading.exception()  # retrieved: it failed because it was stopped
+        log.info("pg_dump (pid %d) stopped: the backup was cancelled", process.pid)
+        raise
+
+
+async def end_process_group(process: subprocess.Popen[bytes], reaper: asyncio.Future[Any]) -> None:
+    """SIGTERM to `process`'s group, SIGKILL after STOP_GRACE_SECONDS; returns once `reaper`
+    (what waits for the process) has ended, so the process is gone and reaped. A cancellation
+    meanwhile is raised only then (and sends SIGKILL at once)."""
+    _signal_group(process, signal.SIGTERM)
+    killed, cancelled = False, None
+    while not reaper.done():
+        try:
+            await asyncio.wait({reaper}, timeout=STOP_GRACE_SECONDS)
+        except asyncio.CancelledError as error:
+            cancelled = error
+        if not reaper.done() and not killed:
+            _signal_group(process, signal.SIGKILL)
+            killed = True
+    if cancelled is not None:
+        raise cancelled
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is not None:
+        return  # reaped: its id may belong to another process by now
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def _read_pg_dump(
+    process: subprocess.Popen[bytes],
+    spool: IO[bytes],
+    on_progress: Callable[[int], None] | None,
+    cancel: threading.Event,
+) -> DumpResult:
     assert process.stdout is not None
     assert process.stderr is not None
     errors: list[bytes] = []
@@ -276,7 +331,7 @@ def _run_pg_dump(
     size = 0
     try:
         while block := process.stdout.read(CHUNK):
-            if cancel is not None and cancel.is_set():
+            if cancel.is_set():
                 raise SourceError("the backup was cancelled while dumping the database")
             spool.write(block)
             digest.update(block)
@@ -717,6 +772,8 @@ class DatabaseRestore:
         self._errors: list[bytes] = []
         self._stderr_task: asyncio.Task[None] | None = None
         self._feed: DumpFeed | None = None
+        self._applied = False  # psql ran everything but COMMIT and waits for what follows
+        self._commit_sent = False
 
     async def apply(self) -> None:
         """Run everything up to, not including, COMMIT. Raises SourceError if psql fails."""
@@ -754,15 +811,19 @@ class DatabaseRestore:
             raise
         if await self._feed.finish() is not None:
             raise ArchiveError(f"database.sql was refused while loading: {self._feed.problem}")
+        self._applied = True
 
     async def commit(self) -> None:
+        self._commit_sent = True
         await self._send(f"COMMIT;\n\\echo {self.COMMITTED}\n\\q\n")
         await self._expect(self.COMMITTED, "committing the restore")
         await self._finish()
 
     async def rollback(self) -> None:
         process = self._process
-        if process is not None and process.returncode is None:
+        if process is not None and process.returncode is None and not self._applied:
+            await self._abandon(process)
+        elif process is not None and process.returncode is None:
             with contextlib.suppress(Exception):
                 await self._send("ROLLBACK;\n\\q\n")
             try:
@@ -773,6 +834,17 @@ class DatabaseRestore:
             await self._finish(check=False)
         if self._feed is not None:
             await self._feed.finish()
+
+    async def _abandon(self, process: asyncio.subprocess.Process) -> None:
+        """End psql and its server session now: psql still loading (or waiting for a lock, or
+        cancelled by a shutdown) would read a ROLLBACK only once it finished, and its session
+        would go on until it noticed psql had gone. COMMIT was never sent: nothing commits."""
+        assert not self._commit_sent
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        await self._finish(check=False)
+        await end_sessions(self._url, restore_session_name(self._restore_id))
 
     async def _send(self, text: str) -> None:
         assert self._process is not None
@@ -851,6 +923,20 @@ def restore_session_name(restore_id: str) -> str:
 
 
 SESSION_WAIT_SECONDS = 30.0
+
+
+async def end_sessions(url: str, application_name: str) -> None:
+    """Terminate the server sessions named `application_name` and wait (10 s at most) until
+    they have ended, their transactions rolled back."""
+    conn = await connect(url)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            application_name,
+        )
+    finally:
+        await conn.close()
 
 
 async def restore_committed(
