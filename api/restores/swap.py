@@ -301,7 +301,7 @@ def check_paths(journal: Journal, uploads_dir: Path) -> None:
             f"but UPLOADS_DIR {uploads_dir} is {'' if mount else 'not '}a mount point",
             journal.uploads_dir,
         )
-    if mount:
+    if journal.mode == CONTENTS:
         _check_contents_paths(journal, uploads_dir)
         return
     staged = staged_uploads(uploads_dir, journal.restore_id)

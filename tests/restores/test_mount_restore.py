@@ -596,27 +596,29 @@ async def test_a_contents_journal_naming_other_paths_is_refused(
 async def test_a_link_planted_as_a_contents_staging_folder_is_never_followed(
     mounted: App, services: Services, planted: str
 ) -> None:
+    """On the mount's own filesystem (a folder of the live uploads), so only the link checks
+    stand in the way."""
     app = mounted
     restore_id = uuid.uuid4().hex
     _restore_row(app, restore_id)
     uploads = app.uploads.absolute()
-    victim = app.root / "important"
+    victim = uploads / "victim"
     (victim / "uploads").mkdir(parents=True)
     (victim / "old").mkdir()
     (victim / "uploads" / "keep.txt").write_text("precious\n")
     (victim / "old" / "keep.txt").write_text("precious\n")
+    root = _contents_staging(app, restore_id)
     target = {
-        "staging folder": swap.contents_root(uploads, restore_id),
+        "staging folder": root,
         "staged folder": swap.contents_staged(uploads, restore_id),
         "parking folder": swap.contents_parked(uploads, restore_id),
     }[planted]
     with swap.keeping_mtime(uploads):
-        if planted == "staging folder":
-            target.symlink_to(victim)
-        else:
-            target.parent.mkdir(mode=0o700)
-            target.symlink_to(victim / target.name)
-    data = _contents_data(app, restore_id, staged_inode=os.stat(victim / "uploads").st_ino)
+        shutil.rmtree(target)
+        target.symlink_to(victim if target == root else victim / target.name)
+    data = _contents_data(app, restore_id)
+    if planted != "parking folder":
+        data["staged_inode"] = os.stat(victim / "uploads").st_ino
     await _forged(app, services, restore_id, data)
     assert sorted(p.name for p in victim.rglob("*")) == ["keep.txt", "keep.txt", "old", "uploads"]
 
