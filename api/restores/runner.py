@@ -6,8 +6,10 @@
    `streams.SAFETY_CODEC`). Only then: nothing, not even a safety backup, happens for an
    archive that fails its checks.
 4. psql loads database.sql inside one transaction (after dropping everything but the catalog).
-5. Swap the staged uploads tree in (renameat2 exchange), commit, then drop the old tree.
-   If the commit fails, the old tree is swapped back: all or nothing.
+5. Swap the staged uploads tree in, commit, then drop the old tree. If the commit fails, the
+   old tree is swapped back: all or nothing. A plain UPLOADS_DIR is staged beside it and
+   exchanged with renameat2; a mount point (a Docker volume) is staged inside it and its
+   top-level entries are moved, never the mount (api.restores.swap).
 6. Run POST_RESTORE_COMMAND.
 """
 
@@ -255,13 +257,13 @@ async def execute(
 
     if not uploads_dir.parent.is_dir():
         raise BadRequest(f"the parent folder of UPLOADS_DIR ({uploads_dir.parent}) does not exist")
-    if uploads_dir.is_dir() and os.path.ismount(uploads_dir):
-        raise BadRequest(
-            f"UPLOADS_DIR {uploads_dir} is a mount point, so the restored tree cannot be swapped "
-            "in atomically beside it: mount the volume one level up (its parent folder) and set "
-            "UPLOADS_DIR to a folder inside it"
-        )
-    staging = Staging(swapper.staging_root(uploads_dir, restore_id))
+    # Decided now, recorded in the journal: a mount point's contents are swapped, not the mount.
+    mode = swapper.CONTENTS if swapper.is_mount_point(uploads_dir) else swapper.RENAME
+    if mode == swapper.CONTENTS:
+        with swapper.keeping_mtime(uploads_dir):
+            staging = Staging(swapper.contents_root(uploads_dir, restore_id))
+    else:
+        staging = Staging(swapper.staging_root(uploads_dir, restore_id))
     try:
         verified = await asyncio.to_thread(
             read_archive,
@@ -279,6 +281,14 @@ async def execute(
             raise ArchiveError("the archive has no database.sql")
         if not (staging.uploads).exists():
             staging.uploads.mkdir(mode=0o755)
+        reserved = [
+            name for name in os.listdir(staging.uploads) if uploads.is_restore_staging(name)
+        ]
+        if reserved:
+            raise ArchiveError(
+                f"the archive's uploads hold {reserved[0]!r}, the name of a restore's staging "
+                "folder, which no backup contains: the archive is crafted"
+            )
 
         await steps.phase("safety backup")
         tracker.phase("taking the pre_restore safety backup", None)
@@ -294,9 +304,13 @@ async def execute(
 
         await steps.phase("restoring")
         tracker.phase("restoring database and uploads", None)
-        await _apply(services, restore_id, url, uploads_dir, staging)
+        await _apply(services, restore_id, url, uploads_dir, staging, mode)
     finally:
-        staging.remove()
+        if mode == swapper.CONTENTS:
+            with swapper.keeping_mtime(uploads_dir):
+                staging.remove()
+        else:
+            staging.remove()
     try:
         command_error = await _post_restore(settings.post_restore_command, url)
     except asyncio.CancelledError:
@@ -307,16 +321,15 @@ async def execute(
 
 
 async def _apply(
-    services: Services, restore_id: str, url: str, uploads_dir: Path, staging: Staging
+    services: Services,
+    restore_id: str,
+    url: str,
+    uploads_dir: Path,
+    staging: Staging,
+    mode: str,
 ) -> None:
     database = postgres.DatabaseRestore(url, services.settings, staging.database, restore_id)
-    journal = swapper.Journal(
-        restore_id=restore_id,
-        uploads_dir=str(uploads_dir),
-        staged=str(staging.uploads),
-        staged_inode=os.stat(staging.uploads).st_ino,
-        uploads_existed=uploads_dir.exists(),
-    )
+    journal = swapper.new_journal(uploads_dir, restore_id, mode)
     folder = services.settings.backup_dir
     committed = interrupted = False
     try:
@@ -335,7 +348,7 @@ async def _apply(
         if not committed:
             await database.rollback()
             if not await postgres.restore_committed(url, restore_id):
-                swapper.swap_back(journal)
+                swapper.swap_back(journal, folder)
                 journal.remove(folder)
     swapper.discard_old(journal)
     journal.remove(folder)
@@ -465,16 +478,42 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
             continue
         committed = await postgres.restore_committed(url, journal.restore_id)
         outcomes[journal.restore_id] = committed
-        if committed:
-            if not swapper.is_swapped(journal):
-                swapper.swap_in(journal, folder)
-            swapper.discard_old(journal)
-            notes.append(f"finished interrupted restore {journal.restore_id} (it had committed)")
-        else:
-            swapper.swap_back(journal)
-            notes.append(f"undid interrupted restore {journal.restore_id} (it had not committed)")
+        try:
+            if committed:
+                swapper.finish(journal, folder)
+                note = f"finished interrupted restore {journal.restore_id} (it had committed)"
+            else:
+                swapper.swap_back(journal, folder)
+                note = f"undid interrupted restore {journal.restore_id} (it had not committed)"
+        except UnsafePath as error:
+            # A folder replaced (by a link, a mount) since check_paths: checked again as it is
+            # opened, before anything moves through it.
+            notes.append(await _refuse_journal(services, path, error))
+            refused.add(journal.restore_id)
+            continue
+        notes.append(note)
         journal.remove(folder)
-        swapper.remove_tree(swapper.staging_root(uploads_dir, journal.restore_id))
+        if journal.mode == swapper.RENAME:
+            swapper.remove_tree(swapper.staging_root(uploads_dir, journal.restore_id))
+    notes += _remove_leftovers(uploads_dir, refused)
+    return notes, outcomes
+
+
+def _remove_leftovers(uploads_dir: Path, refused: set[str]) -> list[str]:
+    """Staging folders no journal accounts for (a restore stopped before its swap): beside
+    UPLOADS_DIR (rename swaps) and inside it (contents swaps; its mtime is kept)."""
+    notes: list[str] = []
+    if uploads_dir.is_dir() and not uploads_dir.is_symlink():
+        for name in sorted(os.listdir(uploads_dir)):
+            if not uploads.is_restore_staging(name):
+                continue
+            leftover = uploads_dir / name
+            if name.removeprefix(uploads.STAGING_PREFIX) in refused:
+                notes.append(f"kept staging folder {leftover} of a refused journal: inspect it")
+                continue
+            with swapper.keeping_mtime(uploads_dir):
+                swapper.remove_tree(leftover)  # a link is unlinked, never followed
+            notes.append(f"removed leftover staging folder {leftover}")
     if uploads_dir.parent.is_dir():
         for leftover in uploads_dir.parent.glob(f".{uploads_dir.name}.restore-*"):
             restore_id = leftover.name.removeprefix(f".{uploads_dir.name}.restore-")
@@ -486,7 +525,7 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
                 continue
             swapper.remove_tree(leftover)  # a link is unlinked, never followed
             notes.append(f"removed leftover staging folder {leftover}")
-    return notes, outcomes
+    return notes
 
 
 async def _refuse_journal(services: Services, path: Path, error: Exception) -> str:

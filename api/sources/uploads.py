@@ -7,6 +7,7 @@ folder, so a link planted while a backup runs cannot lead the walk out of the up
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,16 @@ from pathlib import Path
 from api.errors import ConfigError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+# A restore into a mount-point UPLOADS_DIR stages inside it, in `.nexus-restore-<restore id>`
+# (api.restores.swap): that folder is never an upload, wherever a walk meets it at the top.
+STAGING_PREFIX = ".nexus-restore-"
+_STAGING_NAME = re.compile(rb"\.nexus-restore-[A-Za-z0-9_-]{1,64}")
+
+
+def is_restore_staging(name: str | bytes) -> bool:
+    """Whether a top-level entry of UPLOADS_DIR is (named as) a restore's staging folder."""
+    return _STAGING_NAME.fullmatch(os.fsencode(name)) is not None
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ def walk(root: Path, skipped: list[str]) -> Iterator[UploadEntry]:
     """Every folder and regular file under `root`, parents before children, in a stable order.
 
     Links, sockets, devices and FIFOs are never followed or read: their paths go to `skipped`.
+    A restore's staging folder at the top (`is_restore_staging`) is not part of the tree.
     """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -61,6 +73,8 @@ def walk(root: Path, skipped: list[str]) -> Iterator[UploadEntry]:
 def _walk(folder_fd: int, rel: bytes, skipped: list[str]) -> Iterator[UploadEntry]:
     names = sorted(os.fsencode(name) for name in os.listdir(folder_fd))
     for name in names:
+        if not rel and is_restore_staging(name):
+            continue
         child = rel + b"/" + name if rel else name
         try:
             info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)

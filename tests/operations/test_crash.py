@@ -263,7 +263,13 @@ class _Restore:
         self.services = services
         self.archive = archive
         uploads = app.uploads.absolute()
-        self.staging = Staging(uploads.parent / f".{uploads.name}.restore-{self.id}")
+        # A mount-point UPLOADS_DIR is staged inside it (tests/restores/test_mount_restore.py).
+        self.mode = swap.CONTENTS if swap.is_mount_point(uploads) else swap.RENAME
+        if self.mode == swap.CONTENTS:
+            with swap.keeping_mtime(uploads):
+                self.staging = Staging(swap.contents_root(uploads, self.id))
+        else:
+            self.staging = Staging(uploads.parent / f".{uploads.name}.restore-{self.id}")
         self.database: DatabaseRestore | None = None
         self.journal: swap.Journal | None = None
 
@@ -283,13 +289,8 @@ class _Restore:
         self.database = DatabaseRestore(
             self.app.url, self.services.settings, self.staging.database, self.id
         )
-        self.journal = swap.Journal(
-            restore_id=self.id,
-            uploads_dir=str(self.app.uploads.absolute()),
-            staged=str(self.staging.uploads),
-            staged_inode=os.stat(self.staging.uploads).st_ino,
-            uploads_existed=True,
-        )
+        self.journal = swap.new_journal(self.app.uploads.absolute(), self.id, self.mode)
+        assert self.journal.staged == str(self.staging.uploads)
         await self.database.apply()
         swap.swap_in(self.journal, self.app.backups)
 
