@@ -506,7 +506,9 @@ async def test_a_shutdown_during_the_commit_lets_the_commit_decide_and_finishes_
         await commit(self)
 
     monkeypatch.setattr(DatabaseRestore, "commit", held_commit)
-    applying = asyncio.create_task(runner._apply(services, restore_id, app.url, uploads, staging))
+    applying = asyncio.create_task(
+        runner._apply(services, restore_id, app.url, uploads, staging, swap.RENAME)
+    )
     await committing.wait()  # the uploads are swapped in and COMMIT is about to be sent
     applying.cancel("interrupted by shutdown")  # delivered at once: the commit is not done
     go_on.set()
