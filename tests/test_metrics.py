@@ -79,7 +79,7 @@ async def test_metrics_report_the_catalog_after_real_backups_and_a_restore(api: 
             "/schedules", headers=headers, json={"name": "nightly", "cronExpression": "0 2 * * *"}
         )
     ).json()
-    at = datetime.now(UTC)
+    at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # the tick's time, passed in
     api.app.sql(
         "UPDATE nexus_backup.backup_schedule SET next_run_at = "
         f"'{(at - timedelta(minutes=1)).isoformat()}' WHERE id = '{schedule['id']}'"

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,7 @@ def test_sigterm_to_serve_during_a_scheduled_backup_stops_it_the_same_way(
                 timeout=10,
             )
             assert created.status_code == 201, created.text
-            due = datetime.now(UTC) - timedelta(seconds=1)
+            due = datetime(2026, 1, 1, tzinfo=UTC)  # long past: due at the server's next tick
             app.sql(
                 f"UPDATE nexus_backup.backup_schedule SET next_run_at = '{due.isoformat()}' "
                 f"WHERE id = '{created.json()['id']}'"
