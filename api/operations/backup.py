@@ -16,6 +16,7 @@ from api.backups.models import SystemBackup
 from api.db import transaction
 from api.errors import Busy, Conflict
 from api.locks import MUTATION_LOCK
+from api.notify import report
 from api.operations.engine import INTERRUPTED_BY_SHUTDOWN, Context, Operation, R
 from api.restores import service as restores
 from api.schedules import service as schedules
@@ -145,6 +146,9 @@ class BackupOp(Mutation[SystemBackup]):
                 )
             log.error("backup %s (%s) failed: %s", name, backup_id, reason)
             if not isinstance(error, Exception):
+                # Interrupted (a shutdown): a failed backup all the same, so it is reported
+                # here; the after-hooks that report the others do not run for a cancellation.
+                report.backup_ended(ctx.operations.notifier, backup)
                 raise  # cancellation and interrupts go on after the record is written
             return backup
         manifest = made.manifest

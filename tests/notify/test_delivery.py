@@ -17,6 +17,7 @@ import pytest
 
 from api.errors import AppError
 from api.operations import BackupOp, RestoreOp
+from api.operations.engine import ShuttingDown
 from api.restores.runner import RestoreRequest
 from tests.conftest import App, cloud_settings, free_port
 from tests.notify.conftest import (
@@ -274,3 +275,35 @@ def test_the_cli_sends_a_failed_backups_notification_before_it_exits(app: App) -
     assert [(p["event"], p["backup"]) for p in _Recorder.posts] == [("backup_failed", "cli-doomed")]
     assert "UPLOADS_DIR" in _Recorder.posts[0]["error"]
     _no_secret(result.stdout + result.stderr)
+
+
+async def test_a_backup_interrupted_by_shutdown_notifies_as_failed(
+    app: App, receiver: Receiver
+) -> None:
+    """SIGTERM's stop() cancels a backup whose pg_dump waits on a lock: the record says
+    "interrupted by shutdown" and the webhook hears of it like any failed backup."""
+    from tests.operations.test_shutdown import holding
+
+    dumping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class Dumping:
+        def phase(self, name: str, total: int | None) -> None:
+            if name.startswith("dumping"):
+                loop.call_soon_threadsafe(dumping.set)
+
+        def advance(self, done: int, total: int | None) -> None:
+            pass
+
+    async with notifying(app, notify_settings(receiver, None)) as api:
+        with holding(app, "ACCESS EXCLUSIVE"):
+            handle = await api.operations.submit(BackupOp(name="cut-short"), views=[Dumping()])
+            await asyncio.wait_for(dumping.wait(), timeout=60)
+            api.operations.stop()
+            with pytest.raises(ShuttingDown, match="interrupted by shutdown"):
+                await handle.wait()
+        await api.operations.notifier.drain()
+    [post] = receiver.posts
+    assert post["event"] == "backup_failed"
+    assert post["backup"] == "cut-short"
+    assert post["error"] == "interrupted by shutdown"
