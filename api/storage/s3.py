@@ -79,6 +79,7 @@ MAX_PARTS = 10_000  # S3's maximum number of parts in one upload
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 READ_TIMEOUT = 60  # seconds without a byte from the server
+CREATE_WAIT_SECONDS = 5  # a cancelled upload waits this long for its id, to abort it
 # botocore's Config `max_attempts` counts retries after the first try (its
 # `total_max_attempts` would count the first): 3 retries, so at most 4 attempts per request.
 MAX_RETRIES = 3
@@ -378,7 +379,18 @@ class S3Storage:
     async def _put_multipart(
         self, client: Any, key: str, name: str, source: BinaryIO, size: int, part_size: int
     ) -> Stored:
-        upload_id, checksums = await self._create_upload(client, name)
+        creating = asyncio.ensure_future(self._create_upload(client, name))
+        try:
+            upload_id, checksums = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # Cancelled (a shutdown) while the store was opening the upload: once it answers,
+            # the upload it opened is aborted too, so no incomplete upload is left behind.
+            await asyncio.wait({creating}, timeout=CREATE_WAIT_SECONDS)
+            if creating.done() and not creating.cancelled() and creating.exception() is None:
+                await self._abort(key, name, creating.result()[0])
+            else:
+                creating.cancel()
+            raise
         whole = hashlib.sha256()
         try:
             parts = await self._upload_parts(

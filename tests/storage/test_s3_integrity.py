@@ -10,6 +10,7 @@ import base64
 import hashlib
 import io
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -346,3 +347,29 @@ async def test_a_range_without_content_range_is_refused(server: S3Server, s3: S3
     server.rewrite("GET", edit=lambda answer: answer.set_header("Content-Range", None))
     with pytest.raises(StorageError, match="without a valid Content-Range"):
         await s3.get("obj", Target())
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+async def test_an_upload_cancelled_while_the_store_opens_it_is_aborted_once_it_answers(
+    server: S3Server, s3: S3Storage
+) -> None:
+    """A shutdown that lands while CreateMultipartUpload is on its way: the store has opened the
+    upload, its answer is still to come. Once it comes, that upload is aborted too (nothing
+    but a lifecycle rule would ever remove it otherwise)."""
+    reached, go_on = threading.Event(), threading.Event()
+
+    def held(answer: Answer) -> None:  # moto has opened the upload; its answer waits here
+        reached.set()
+        go_on.wait(timeout=60)
+
+    server.rewrite("POST", "uploads", edit=held)
+    data = payload(2 * PART + 1)
+    uploading = asyncio.create_task(put(s3, "cut-short.tar.gz", data))
+    assert await asyncio.to_thread(reached.wait, 60), "the upload was never opened"
+    uploading.cancel()
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await uploading
+    assert await server.pending_uploads(s3.bucket) == [], "an opened upload was left behind"
