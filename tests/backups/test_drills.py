@@ -205,3 +205,33 @@ async def test_a_failed_drill_sends_a_webhook(
     assert len(drills) == 1, receiver.posts
     assert drills[0]["backup"] == backup["name"]
     assert "VERIFY_SQL query 'SELECT false' returned False" in drills[0]["error"]
+
+
+async def test_cli_verify_deep_passes_and_fails_with_exit_codes(api: Api) -> None:
+    headers = await api.headers()
+    backup = await _backup(api, headers)
+    path = api.app.backups / backup["filePath"].rsplit("/", 1)[-1]
+
+    passed = api.app.cli("verify", "--deep", backup["name"])
+    assert f"OK {backup['name']} ({backup['id']}) restores" in passed.stdout
+    assert (await _record(api, headers, backup["id"]))["verifyOutcome"] == "passed"
+    by_path = api.app.cli("verify", "--deep", str(path))
+    assert backup["id"] in by_path.stdout, "an archive path names its catalogued backup"
+
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    failed = api.app.cli("verify", "--deep", backup["id"], check=False)
+
+    assert failed.returncode == 1, failed
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1, failed.stderr
+    assert lines[0].startswith(f"nexus-backup: error: restore drill of {backup['name']}")
+    assert "FAILED" in lines[0]
+    assert "corrupt" in lines[0]
+    record = await _record(api, headers, backup["id"])
+    assert record["verifyOutcome"] == "failed"
+    assert _scratch_databases(api.app) == ""
+    unknown = api.app.cli("verify", "--deep", "no-such-backup", check=False)
+    assert unknown.returncode == 1
+    assert "not a catalogued backup" in unknown.stderr
