@@ -5,6 +5,8 @@ that passed is the installation's newest proven restorable; a failed drill is no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -235,3 +237,30 @@ async def test_cli_verify_deep_passes_and_fails_with_exit_codes(api: Api) -> Non
     unknown = api.app.cli("verify", "--deep", "no-such-backup", check=False)
     assert unknown.returncode == 1
     assert "not a catalogued backup" in unknown.stderr
+
+
+async def test_a_cancelled_drill_drops_its_scratch_database_and_records_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.audit.service import CLI
+    from api.operations import VerifyOp
+
+    headers = await api.headers()
+    backup = await _backup(api, headers)
+    loading = asyncio.Event()
+
+    async def load_never_ends(url: str, settings: object, sql: object) -> None:
+        loading.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    monkeypatch.setattr(postgres, "load_sql", load_never_ends)
+    handle = await api.operations.submit(VerifyOp(backup["id"], deep=True), CLI)
+    await loading.wait()
+    assert _scratch_databases(api.app) != "", "the drill is inside its scratch database"
+    handle.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handle.task
+
+    assert _scratch_databases(api.app) == ""
+    record = await _record(api, headers, backup["id"])
+    assert (record["verifiedAt"], record["verifyOutcome"]) == (None, None)
