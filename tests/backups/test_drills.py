@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import io
+import tarfile
 from typing import Any
 
 import pytest
@@ -264,3 +267,41 @@ async def test_a_cancelled_drill_drops_its_scratch_database_and_records_nothing(
     assert _scratch_databases(api.app) == ""
     record = await _record(api, headers, backup["id"])
     assert (record["verifiedAt"], record["verifyOutcome"]) == (None, None)
+
+
+async def test_an_upload_changed_inside_the_archive_fails_the_drill(api: Api) -> None:
+    """The catalog's checksum made to match (a consistent forgery of the file): the upload's own
+    SHA-256 in manifest.json still catches it."""
+    headers = await api.headers()
+    backup = await _backup(api, headers)
+    path = api.app.backups / backup["filePath"].rsplit("/", 1)[-1]
+    with tarfile.open(path, "r:gz") as source:
+        members = [(m, source.extractfile(m).read() if m.isfile() else None) for m in source]  # type: ignore[union-attr]
+    changed = next(
+        m.name
+        for m, data in members
+        if m.name.startswith("uploads/") and data  # a byte to flip
+    )
+    forged = io.BytesIO()
+    with tarfile.open(fileobj=forged, mode="w:gz") as target:
+        for member, data in members:
+            if member.name == changed:
+                assert data is not None
+                data = bytes([data[0] ^ 0x01]) + data[1:]  # same size, other content
+            target.addfile(member, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(forged.getvalue())
+    digest = hashlib.sha256(forged.getvalue()).hexdigest()
+    api.app.sql(
+        f"UPDATE nexus_backup.system_backup SET checksum = '{digest}', "
+        f"file_size = {len(forged.getvalue())} WHERE id = '{backup['id']}'"
+    )
+
+    result = await _drill(api, headers, backup["id"])
+
+    assert result["ok"] is False, result
+    record = await _record(api, headers, backup["id"])
+    assert record["verifyOutcome"] == "failed"
+    assert changed in record["verifyError"]
+    assert "does not match its manifest" in record["verifyError"]
+    assert "the manifest says" in record["verifyError"]
+    assert _scratch_databases(api.app) == ""
