@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     backup_compression_level: int | None = Field(default=None, ge=1, le=19)
     app_version: str | None = None
     post_restore_command: str | None = None
+    # Restore drills: semicolon-separated queries run (read-only, with a statement timeout) in
+    # the scratch database a deep verify restored; each must return one row whose first column
+    # is true, or the drill fails.
+    verify_sql: str | None = None
     pg_bin_dir: Path | None = None
     log_level: str = "INFO"
     nexus_jwt_secret: SecretStr | None = None

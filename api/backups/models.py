@@ -82,6 +82,12 @@ class SystemBackup(Base):
     # Set once a deleted backup's archive, sidecar and cloud copy are gone (recovery finishes
     # a deletion whose process stopped between the two).
     purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last restore drill (deep verify) that ran to its end: when, "passed" or "failed",
+    # how long it took and, when it failed, why.
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verify_outcome: Mapped[str | None] = mapped_column(Text)
+    verify_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    verify_error: Mapped[str | None] = mapped_column(Text)
 
 
 # The listing (not deleted, newest first, optionally of one status or type) and its counts read

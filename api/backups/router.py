@@ -9,12 +9,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import Row
 
 from api.backups import downloads, service
+from api.backups import verify as drills
 from api.backups.models import SystemBackup
 from api.backups.schemas import (
     BackupCreate,
     BackupList,
     BackupOut,
     DownloadLink,
+    LatestDrill,
     Progress,
     RestoreRequestIn,
     VerifyOut,
@@ -86,6 +88,21 @@ async def list_backups(
         session, limit=limit, offset=offset, status=status, kind=type
     )
     return BackupList(items=[_listed_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/drills/latest",
+    operation_id="backup_latestDrill",
+    response_model=LatestDrill | None,
+    responses=errors(401, 403),
+)
+async def latest_drill(session: SessionDep, _: AdminDep) -> LatestDrill | None:
+    """The newest backup proven restorable (its last restore drill, a deep verify, passed), or
+    null when none is."""
+    backup = await drills.latest_drill(session)
+    if backup is None or backup.verified_at is None:
+        return None
+    return LatestDrill(id=backup.id, name=backup.name, verified_at=backup.verified_at)
 
 
 @router.get(

@@ -56,6 +56,12 @@ class BackupOut(Schema):
     completed_at: datetime | None
     created_at: datetime
     deleted_at: datetime | None
+    verified_at: datetime | None = Field(
+        default=None, description="When the last restore drill (deep verify) ended"
+    )
+    verify_outcome: Literal["passed", "failed"] | None = None
+    verify_duration_ms: int | None = None
+    verify_error: str | None = Field(default=None, description="Why the last drill failed")
     progress: Progress | None = None
 
 
@@ -94,3 +100,11 @@ class VerifyOut(Schema):
     warnings: list[str]
     deep: bool
     tables_checked: int | None = None
+
+
+class LatestDrill(Schema):
+    """The newest backup proven restorable: its last restore drill passed."""
+
+    id: str
+    name: str
+    verified_at: datetime

@@ -1,5 +1,7 @@
-"""Re-check a catalogued backup: checksums and manifest; `deep` also test-restores the
-database into a scratch database and compares every table's row count with the manifest."""
+"""Re-check a catalogued backup: checksums and manifest (every member, uploads included, against
+the SHA-256 manifest.json records); `deep` also test-restores the database into a scratch
+database, compares every table's row count with the manifest and runs the VERIFY_SQL sanity
+queries there: a restore drill, whose outcome is recorded on the backup (`record_drill`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ import contextlib
 import secrets
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.archive.manifest import DATABASE_NAME
 from api.archive.reader import read_archive
@@ -113,9 +119,84 @@ async def _test_restore(
                     f"{len(differing)} table(s) restored with other row counts than recorded, "
                     f"e.g. {first}: {counts.get(first)} vs {expected.get(first)}"
                 ), len(counts)
-            return None, len(counts)
+            problem = await _sanity_queries(scratch, services.settings.verify_sql)
+            return problem, len(counts)
         finally:
             with contextlib.suppress(Exception):
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+# A sanity query that runs longer fails the drill (it must not hold the drill lock for ever).
+SANITY_TIMEOUT_MS = 60_000
+
+
+def sanity_queries(setting: str | None) -> list[str]:
+    """VERIFY_SQL split at its semicolons, blanks left out."""
+    return [query.strip() for query in (setting or "").split(";") if query.strip()]
+
+
+async def _sanity_queries(url: str, setting: str | None) -> str | None:
+    """The first VERIFY_SQL query that errors or does not return one row whose first column is
+    true, as the drill's problem; each runs in a read-only transaction with a timeout."""
+    queries = sanity_queries(setting)
+    if not queries:
+        return None
+    conn = await postgres.connect(url)
+    try:
+        for query in queries:
+            try:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"SET LOCAL statement_timeout = {SANITY_TIMEOUT_MS}")
+                    # The app's tables by their plain names; the built-ins first, so a restored
+                    # function cannot stand in for one.
+                    await conn.execute("SET LOCAL search_path = pg_catalog, public")
+                    rows = await conn.fetch(query)
+            except Exception as error:
+                return f"VERIFY_SQL query {query!r} failed: {error}"
+            if len(rows) != 1 or len(rows[0]) == 0 or rows[0][0] is not True:
+                shown = rows[0][0] if len(rows) == 1 and len(rows[0]) else f"{len(rows)} rows"
+                return f"VERIFY_SQL query {query!r} returned {shown}, not one row with true"
+        return None
+    finally:
+        await conn.close()
+
+
+async def record_drill(
+    session: AsyncSession,
+    backup_id: str,
+    *,
+    at: datetime,
+    passed: bool,
+    duration_ms: int,
+    error: str | None,
+) -> None:
+    """Write a finished drill's outcome on its backup (the last one replaces the one before)."""
+    await session.execute(
+        update(SystemBackup)
+        .where(SystemBackup.id == backup_id)
+        .values(
+            verified_at=at,
+            verify_outcome="passed" if passed else "failed",
+            verify_duration_ms=duration_ms,
+            verify_error=None if passed else error,
+        )
+    )
+
+
+async def latest_drill(session: AsyncSession) -> SystemBackup | None:
+    """The newest backup (by creation) whose last drill passed: the installation's newest
+    backup proven restorable."""
+    query = (
+        select(SystemBackup)
+        .where(
+            SystemBackup.deleted_at.is_(None),
+            SystemBackup.status == "completed",
+            SystemBackup.verify_outcome == "passed",
+        )
+        .order_by(SystemBackup.created_at.desc(), SystemBackup.id)
+        .limit(1)
+    )
+    backup: SystemBackup | None = (await session.execute(query)).scalars().first()
+    return backup

@@ -1,14 +1,18 @@
 """A verify's life: resolve the archive, check it (api.backups.verify, api.archive.reader),
 audit the outcome. A deep verify test-restores into a scratch database, one at a time across
-every process (its own advisory lock); a plain verify needs no lock."""
+every process (its own advisory lock); a plain verify needs no lock. A deep verify that runs
+to its end is a restore drill: its outcome, duration and reason are written on the backup, and a
+failed one is reported to the notifier (a refusal before it starts, or a cancellation, writes
+nothing)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api import paths
+from api import logs, paths
 from api.archive.reader import read_archive
 from api.audit import service as audit
 from api.backups import service as backups
@@ -16,8 +20,9 @@ from api.backups import verify as verifier
 from api.backups.models import SystemBackup
 from api.backups.verify import Verification
 from api.db import transaction
-from api.errors import ArchiveError, Busy
+from api.errors import AppError, ArchiveError, Busy
 from api.locks import DEEP_VERIFY_LOCK
+from api.notify import report
 from api.operations.engine import Context, Operation
 from api.restores import runner as restores
 from api.states import AuditOutcome, OperationKind
@@ -58,7 +63,10 @@ class VerifyOp(Operation[Verification]):
 
     async def run(self, ctx: Context) -> Verification:
         assert self.backup is not None
-        result = await verifier.verify(ctx.services, self.backup, self.path, deep=self.deep)
+        if self.deep and self.backup.status == "completed":
+            result = await self._drill(ctx, self.backup)
+        else:
+            result = await verifier.verify(ctx.services, self.backup, self.path, deep=self.deep)
         await audit.record_apart(
             ctx.services.sessions,
             ctx.caller,
@@ -68,6 +76,44 @@ class VerifyOp(Operation[Verification]):
             detail={"id": self.backup.id, "deep": self.deep, "problem": result.problem},
         )
         return result
+
+    async def _drill(self, ctx: Context, backup: SystemBackup) -> Verification:
+        """The deep verify of a completed backup, its outcome recorded on the backup whether it
+        passed or failed (an error that stops it is a failure too, recorded and raised)."""
+        started = time.monotonic()
+        try:
+            result = await verifier.verify(ctx.services, backup, self.path, deep=True)
+        except Exception as error:
+            reason = error.detail if isinstance(error, AppError) else str(error)
+            await self._record(ctx, backup, started, problem=reason or type(error).__name__)
+            raise
+        await self._record(ctx, backup, started, problem=None if result.ok else result.problem)
+        return result
+
+    async def _record(
+        self, ctx: Context, backup: SystemBackup, started: float, *, problem: str | None
+    ) -> None:
+        at = backups.now()
+        passed = problem is None
+        if problem is not None:
+            problem = logs.scrub(ctx.services.settings, problem)
+        async with transaction(ctx.services.sessions) as session:
+            await verifier.record_drill(
+                session,
+                backup.id,
+                at=at,
+                passed=passed,
+                duration_ms=round((time.monotonic() - started) * 1000),
+                error=problem,
+            )
+        if not passed:
+            report.drill_failed(
+                ctx.operations.notifier,
+                backup=backup.name,
+                error=problem or "the restore drill failed",
+                at=at,
+                link=f"/backups/{backup.id}",
+            )
 
 
 @dataclass

@@ -51,6 +51,7 @@ UNPROTECTED = {"health", "health_live", "health_ready", "auth_login", "backup_fi
 BACKUP_OPERATIONS = {
     "backup_list",
     "backup_getById",
+    "backup_latestDrill",
     "backup_create",
     "backup_delete",
     "backup_download",

@@ -110,6 +110,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/backups/drills/latest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Latest Drill
+         * @description The newest backup proven restorable (its last restore drill, a deep verify, passed), or
+         *     null when none is.
+         */
+        get: operations["backup_latestDrill"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/backups/{backup_id}": {
         parameters: {
             query?: never;
@@ -673,6 +694,20 @@ export interface components {
             type: components["schemas"]["BackupType"];
             /** Uploadedfilescount */
             uploadedFilesCount: number | null;
+            /**
+             * Verifiedat
+             * @description When the last restore drill (deep verify) ended
+             */
+            verifiedAt?: string | null;
+            /** Verifydurationms */
+            verifyDurationMs?: number | null;
+            /**
+             * Verifyerror
+             * @description Why the last drill failed
+             */
+            verifyError?: string | null;
+            /** Verifyoutcome */
+            verifyOutcome?: ("passed" | "failed") | null;
         };
         /**
          * BackupPhase
@@ -777,6 +812,21 @@ export interface components {
             detail: string | null;
             /** Event */
             event: string;
+        };
+        /**
+         * LatestDrill
+         * @description The newest backup proven restorable: its last restore drill passed.
+         */
+        LatestDrill: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Verifiedat
+             * Format: date-time
+             */
+            verifiedAt: string;
         };
         /** LoginIn */
         LoginIn: {
@@ -1421,6 +1471,44 @@ export interface operations {
             };
             /** @description The operation failed */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    backup_latestDrill: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LatestDrill"] | null;
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Role or CSRF refused */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
