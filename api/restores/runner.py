@@ -497,6 +497,10 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
         journal.remove(folder)
         if journal.mode == swapper.RENAME:
             swapper.remove_tree(swapper.staging_root(uploads_dir, journal.restore_id))
+    for restore_id in in_progress - outcomes.keys() - refused:
+        # Stopped before its swap, so before COMMIT was sent; its psql may outlive it (blocked
+        # opening the dump's FIFO), holding the live tables' locks: end that session.
+        await postgres.end_sessions(url, postgres.restore_session_name(restore_id))
     notes += _remove_leftovers(uploads_dir, refused)
     return notes, outcomes
 
