@@ -6,7 +6,9 @@ restore, and the next operation working (SPEC section 8, invariants 2 and 4; iss
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import signal
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from api import faults
 from api.errors import ConfigError
+from api.sources.postgres import restore_session_name
 from tests.conftest import App, cloud_settings, database_state, tree_state
 from tests.operations.test_crash import (
     _add_random_files,
@@ -156,6 +159,24 @@ def test_backup_killed_at_fault_point_is_failed_and_harms_no_earlier_archive(
     assert {k: after[k] for k in earlier} == earlier
 
 
+def _kill_orphaned_psql(app: App) -> None:
+    """A restore killed before the FIFO of its dump was opened leaves its psql blocked opening
+    it (recovery ended its server session; the process is not the product's to find): end it,
+    so that the test leaves no process behind."""
+    (restore_id,) = app.sql("SELECT id FROM nexus_backup.system_restore").split()
+    wanted = f"PGAPPNAME={restore_session_name(restore_id)}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------------------------
 # restores: a killed restore leaves the live data entirely as it was; the retry restores it
 
@@ -179,6 +200,7 @@ def test_restore_killed_at_fault_point_changes_nothing_and_the_retry_works(
 
     _wait_lock_free(app)
     app.cli("list")  # the next command: recovery undoes the uncommitted restore
+    _kill_orphaned_psql(app)
     state = (tree_state(app.uploads), database_state(app))
     assert state[0] == live[0], "the uploads are not as they were before the killed restore"
     assert state[1] == live[1], "the database is not as it was before the killed restore"
