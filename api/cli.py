@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from api import __version__, logs
+from api import __version__, faults, logs
 from api.audit.service import CLI
 from api.config import get_settings
 from api.errors import AppError
@@ -235,6 +235,7 @@ def main(verbose: bool) -> None:
     with contextlib.suppress(AppError):  # a bad setting: the command reports it itself
         settings = get_settings()
     logs.configure(settings, verbose=verbose)  # redacting; JSON lines in production
+    faults.check(production=settings is not None and settings.production)  # tests only
     click.get_current_context().call_on_close(logs.uninstall)  # run in-process (tests)
 
 

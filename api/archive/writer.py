@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
+from api import faults
 from api.archive.streams import CHUNK, Codec, HashingReader, HashingWriter, compressor
 
 PARTIAL_MARK = ".partial-"
@@ -141,6 +142,7 @@ class ArchiveWriter:
         self._file.close()
         sha256 = self._hashing.sha256.hexdigest()
         size = self._hashing.count
+        faults.point("backup.before_publish")
         publish(self.temporary, self.final)
         self._done = True
         write_sidecar(self.final, sha256)

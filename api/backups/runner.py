@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from api import __version__
+from api import __version__, faults
 from api.archive import manifest as fmt
 from api.archive.streams import CHUNK, SAFETY_CODEC, Codec, suffix_for
 from api.archive.writer import ArchiveWriter, partial_path
@@ -177,6 +177,7 @@ async def _build(
                 # gather() raised at the first end: wait for the other's cleanup too.
                 await asyncio.gather(dump_job, files_job, return_exceptions=True)
                 raise
+            faults.point("backup.after_dump")
             tracker.phase("writing archive", dump.size)
             spool.flush()
             spool.seek(0)
@@ -328,6 +329,7 @@ def _add_uploads(
                 entry.mode,
                 info.st_mtime_ns,
             )
+        faults.point("backup.mid_archive")
         files.append(
             fmt.FileEntry(
                 path=member,

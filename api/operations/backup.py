@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from api import logs
+from api import faults, logs
 from api.audit import service as audit
 from api.audit.service import Caller
 from api.backups import runner, service
@@ -151,6 +151,7 @@ class BackupOp(Mutation[SystemBackup]):
                 report.backup_ended(ctx.operations.notifier, backup)
                 raise  # cancellation and interrupts go on after the record is written
             return backup
+        faults.point("backup.after_publish")
         manifest = made.manifest
         async with transaction(ctx.services.sessions) as session:
             backup = await service.get(session, backup_id)

@@ -29,7 +29,7 @@ from typing import Protocol
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 
-from api import paths
+from api import faults, paths
 from api.archive.manifest import DATABASE_NAME, UPLOADS_PREFIX, safe_mode
 from api.archive.reader import Staging, VerifiedArchive, read_archive
 from api.archive.writer import read_sidecar
@@ -334,6 +334,7 @@ async def _apply(
     committed = interrupted = False
     try:
         await database.apply()
+        faults.point("restore.before_swap")
         # From the swap to the commit's answer a cancellation (a shutdown) cannot cut in: it
         # waits for the commit to decide, then the restore is finished, or undone below.
         critical = asyncio.ensure_future(_swap_and_commit(database, journal, folder))
@@ -360,6 +361,7 @@ async def _swap_and_commit(
     database: postgres.DatabaseRestore, journal: swapper.Journal, folder: Path
 ) -> None:
     swapper.swap_in(journal, folder)
+    faults.point("restore.before_commit")
     await database.commit()
 
 
@@ -495,6 +497,10 @@ async def recover(services: Services) -> tuple[list[str], dict[str, bool]]:
         journal.remove(folder)
         if journal.mode == swapper.RENAME:
             swapper.remove_tree(swapper.staging_root(uploads_dir, journal.restore_id))
+    for restore_id in in_progress - outcomes.keys() - refused:
+        # Stopped before its swap, so before COMMIT was sent; its psql may outlive it (blocked
+        # opening the dump's FIFO), holding the live tables' locks: end that session.
+        await postgres.end_sessions(url, postgres.restore_session_name(restore_id))
     notes += _remove_leftovers(uploads_dir, refused)
     return notes, outcomes
 

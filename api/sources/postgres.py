@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from api import faults
 from api.archive.sqlscan import DumpError, DumpScanner
 from api.config import CATALOG_SCHEMA, Settings
 from api.errors import ArchiveError, ConfigError, SourceError
@@ -801,6 +802,7 @@ class DatabaseRestore:
             + f"\\echo {self.APPLIED}\n"
         )
         await self._send(script)
+        faults.point("restore.mid_load")
         try:
             await self._expect(self.APPLIED, "loading database.sql")
         except SourceError:

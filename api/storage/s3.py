@@ -55,6 +55,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from api import faults
 from api.storage.base import (
     CHUNK_SIZE,
     CONFIRMED_BY_CHECKSUM,
@@ -493,6 +494,7 @@ class S3Storage:
             **check,
         )
         part: _Part = {"PartNumber": number, "ETag": response["ETag"]}
+        faults.point("sync.mid_upload")
         if checksums:
             echoed = response.get("ChecksumSHA256")
             if echoed and echoed != check["ChecksumSHA256"]:
