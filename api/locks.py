@@ -6,6 +6,7 @@ The lock lives on a dedicated connection; if the process dies, PostgreSQL releas
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from types import TracebackType
 
 from sqlalchemy import text
@@ -13,6 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 MUTATION_LOCK = 0x6E6578_00  # "nex" + 0
 DEEP_VERIFY_LOCK = 0x6E6578_01  # "nex" + 1: one scratch-database restore at a time
+
+
+def sync_lock(backup_id: str) -> int:
+    """The advisory lock a sync of this backup holds while it runs: a `syncing` record whose
+    lock is free was left by a process that died (recovery sets it pending again)."""
+    digest = hashlib.sha256(f"nexus-sync:{backup_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class MutationLock:

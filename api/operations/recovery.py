@@ -22,16 +22,18 @@ from api.backups.names import is_plain_name
 from api.backups.service import now
 from api.db import transaction
 from api.errors import Busy, UnsafePath
+from api.locks import MutationLock, sync_lock
 from api.operations.backup import Mutation
 from api.operations.delete import purge_pending
 from api.operations.engine import Context, Operations
 from api.restores import runner as restores
 from api.restores.models import SystemRestore
 from api.services import Services
-from api.states import AuditOutcome, OperationKind
+from api.states import AuditOutcome, OperationKind, SyncStatus
 
 log = logging.getLogger("nexus_backup.recovery")
 INTERRUPTED = "interrupted: the process running it stopped before it finished"
+SYNC_INTERRUPTED = "interrupted: the process uploading it stopped; it is due again"
 
 
 class RecoverOp(Mutation[list[str]]):
@@ -153,9 +155,41 @@ async def _recover(services: Services) -> list[str]:
                 detail={"id": restore.id, "error": restore.error_message},
             )
             notes.append(f"restore {restore.id} was interrupted: {note}")
+    notes.extend(await _release_abandoned_syncs(services))
     if folder.is_dir():
         for leftover in folder.glob(f".*{PARTIAL_MARK}*"):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 leftover.unlink()  # a link is removed itself, never what it points to
             notes.append(f"removed partial file {leftover.name}")
+    return notes
+
+
+async def _release_abandoned_syncs(services: Services) -> list[str]:
+    """A backup left `syncing` by a process that died mid-upload (its sync lock is free) is
+    due again at once; one whose sync still runs elsewhere (the lock is held) is left alone."""
+    notes: list[str] = []
+    async with transaction(services.sessions) as session:
+        syncing = (
+            (
+                await session.execute(
+                    select(SystemBackup).where(SystemBackup.sync_status == SyncStatus.syncing)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for backup in syncing:
+        lock = MutationLock(services.engine, sync_lock(backup.id))
+        if not await lock.try_acquire():
+            continue
+        try:
+            async with transaction(services.sessions) as session:
+                row = await session.get(SystemBackup, backup.id)
+                if row is None or row.sync_status != SyncStatus.syncing:
+                    continue
+                row.sync_status, row.sync_error = SyncStatus.pending, SYNC_INTERRUPTED
+                row.next_sync_at = now()
+            notes.append(f"sync of backup {backup.name} ({backup.id}) was interrupted: due again")
+        finally:
+            await lock.release()
     return notes

@@ -17,7 +17,8 @@ from api.audit import service as audit
 from api.backups import service as backups
 from api.backups.models import SystemBackup
 from api.db import transaction
-from api.errors import Conflict, UnsafePath
+from api.errors import Busy, Conflict, UnsafePath
+from api.locks import sync_lock
 from api.operations.engine import INTERRUPTED_BY_SHUTDOWN, Context, Operation
 from api.services import Services
 from api.states import AuditOutcome, BackupStatus, OperationKind, SyncStatus
@@ -45,6 +46,12 @@ class SyncOp(Operation[SystemBackup]):
     checksum: str | None = field(default=None, init=False)
 
     kind = OperationKind.sync
+
+    def lock_key(self) -> int | None:
+        return sync_lock(self.backup_id)
+
+    async def busy(self, ctx: Context) -> Busy:
+        return Busy("this backup is being synced already; wait for that sync to finish")
 
     async def check(self, ctx: Context) -> None:
         storage.require(ctx.services.storage)

@@ -228,11 +228,6 @@ def _cloud_env(s3: S3Server, bucket: str) -> dict[str, str]:
     return {key.upper(): str(value) for key, value in cloud_settings(s3, bucket).items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sync killed mid-upload stays `syncing` forever: nothing resets it (recovery "
-    "ignores sync_status; claim_due takes only `pending`; SyncOp.prepare refuses `syncing`)",
-)
 async def test_sync_killed_mid_upload_leaves_the_backup_and_the_next_sync_works(
     app: App, s3: S3Server, bucket: str
 ) -> None:
