@@ -23,6 +23,15 @@ def sync_lock(backup_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+async def is_free(engine: AsyncEngine, key: int) -> bool:
+    """Whether no session holds the advisory lock `key` now (taken and given back at once)."""
+    lock = MutationLock(engine, key)
+    if not await lock.try_acquire():
+        return False
+    await lock.release()
+    return True
+
+
 class MutationLock:
     """The mutation lock by default; `key` names another advisory lock with the same rules."""
 

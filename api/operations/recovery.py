@@ -22,7 +22,7 @@ from api.backups.names import is_plain_name
 from api.backups.service import now
 from api.db import transaction
 from api.errors import Busy, UnsafePath
-from api.locks import MutationLock, sync_lock
+from api.locks import is_free, sync_lock
 from api.operations.backup import Mutation
 from api.operations.delete import purge_pending
 from api.operations.engine import Context, Operations
@@ -179,17 +179,15 @@ async def _release_abandoned_syncs(services: Services) -> list[str]:
             .all()
         )
     for backup in syncing:
-        lock = MutationLock(services.engine, sync_lock(backup.id))
-        if not await lock.try_acquire():
+        # Free: no process syncs it (a sync holds its lock from before its claim to its end),
+        # and a sync starting now is refused by the `syncing` claim until it is pending again.
+        if not await is_free(services.engine, sync_lock(backup.id)):
             continue
-        try:
-            async with transaction(services.sessions) as session:
-                row = await session.get(SystemBackup, backup.id)
-                if row is None or row.sync_status != SyncStatus.syncing:
-                    continue
-                row.sync_status, row.sync_error = SyncStatus.pending, SYNC_INTERRUPTED
-                row.next_sync_at = now()
-            notes.append(f"sync of backup {backup.name} ({backup.id}) was interrupted: due again")
-        finally:
-            await lock.release()
+        async with transaction(services.sessions) as session:
+            row = await session.get(SystemBackup, backup.id)
+            if row is None or row.sync_status != SyncStatus.syncing:
+                continue
+            row.sync_status, row.sync_error = SyncStatus.pending, SYNC_INTERRUPTED
+            row.next_sync_at = now()
+        notes.append(f"sync of backup {backup.name} ({backup.id}) was interrupted: due again")
     return notes
